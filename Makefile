@@ -1,0 +1,46 @@
+# Two commands for a new user: `make demo` and `make test`. Both create or refresh .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+BUILD ?= build
+DEMO_DATA ?= $(BUILD)/demo/data
+DEMO_RUNS ?= $(BUILD)/demo/runs
+WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+
+# Keep every cache and offline log inside the build tree; W&B stays offline unless the user says otherwise.
+export XDG_CACHE_HOME ?= $(CURDIR)/$(BUILD)/cache
+export MPLCONFIGDIR ?= $(CURDIR)/$(BUILD)/cache/matplotlib
+export WANDB_DIR ?= $(CURDIR)/$(BUILD)/wandb
+export WANDB_MODE ?= offline
+export NUMBA_CACHE_DIR ?= $(CURDIR)/$(BUILD)/cache/numba
+
+.PHONY: venv test lint demo bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: venv
+	$(PY) -m ruff check asc tests benchmarks
+
+test: venv
+	mkdir -p $(MPLCONFIGDIR) $(WANDB_DIR)
+	$(PY) -m ruff check asc tests benchmarks
+	$(PY) -m pytest -q tests
+
+demo: venv
+	mkdir -p $(MPLCONFIGDIR) $(WANDB_DIR)
+	$(VENV)/bin/asc synth $(DEMO_DATA) --size demo --workers $(WORKERS)
+	$(VENV)/bin/asc cache $(DEMO_DATA) --workers $(WORKERS)
+
+bench: venv
+	mkdir -p $(MPLCONFIGDIR) $(WANDB_DIR)
+	$(PY) benchmarks/feature_cache.py --workers $(WORKERS)
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,18 @@
+"""asc: low-complexity acoustic scene classification (DCASE 2022 Task 1) after the FAU technical report.
+
+``asc.load_model(ckpt)`` returns the plain nn.Module of any checkpoint of the project.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["checkpoint_bands", "load_model"]
+
+
+def __getattr__(name: str):
+    """Import torch-heavy entry points lazily, so ``import asc`` stays fast for the CLI's help."""
+    if name in __all__:
+        from asc import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'asc' has no attribute {name!r}")

@@ -1,0 +1,58 @@
+"""The ``asc`` console command: extra commands by name, everything else through LightningCLI.
+
+A user's mistake (AscError) ends in one line ``asc: error: ...`` and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+from asc.errors import AscError
+
+USAGE = """usage: asc COMMAND [options]
+
+Lightning CLI:  fit | validate | test | predict   --config FILE [--data.root DIR] [--key=value ...]
+Extra commands:
+  synth DIR        write the built-in dataset in the DCASE 2022 layout
+  cache DIR        build (or reuse) the log-mel feature cache of a dataset root
+  complexity       params and MACs of a checkpoint (--ckpt_path CKPT [--json])
+
+Run `asc COMMAND --help` for the options of one command."""
+
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def _extra_commands() -> dict[str, Callable[[Sequence[str]], int]]:
+    from asc.cli import data_commands, model_commands
+
+    return {"synth": data_commands.synth, "cache": data_commands.cache, "complexity": model_commands.complexity}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if args else 2
+    try:
+        commands = _extra_commands()
+        if args[0] in commands:
+            return commands[args[0]](args[1:])
+        if args[0] in LIGHTNING_COMMANDS:
+            from asc.cli.lightning_cli import run_lightning
+
+            return run_lightning(args)
+        print(f"asc: error: unknown command {args[0]!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    except AscError as error:
+        print(f"asc: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("asc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""LightningDataModule over a dataset root in the DCASE 2022 layout (real or built-in).
+
+Batches are dicts ``{"x": (B, 1, F, T) log-mel, "label", "device", "city", "index"}`` so that the
+LightningModules can compute per-device metrics and ``asc predict`` can map rows back to files.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from asc.data.audio import AudioIssues
+from asc.data.cache import FeatureCache, compute_logmels
+from asc.data.features import FeatureSettings
+from asc.data.index import VAL_SPLITS, ClipRecord, DatasetIndex, split_holdout
+from asc.data.layout import FOLD_FILES
+from asc.errors import AscError
+
+log = logging.getLogger(__name__)
+
+
+class ClipDataset(Dataset):
+    """Log-mels of ``records`` read from a feature cache, or computed on the fly when ``cache`` is None."""
+
+    def __init__(
+        self,
+        records: Sequence[ClipRecord],
+        root: Path,
+        settings: FeatureSettings,
+        cache: FeatureCache | None = None,
+    ) -> None:
+        self.records = list(records)
+        self.root = root
+        self.settings = settings
+        self.cache = cache
+        self._rows = None
+        if cache is not None:
+            position = {name: row for row, name in enumerate(cache.filenames)}
+            self._rows = np.array([position[r.filename] for r in self.records], dtype=np.int64)
+        self._data: np.ndarray | None = None
+        self.issues = AudioIssues()
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _logmel(self, index: int) -> np.ndarray:
+        if self.cache is None:
+            return compute_logmels(self.root, [self.records[index].filename], self.settings, self.issues)[0]
+        if self._data is None:  # opened lazily: each DataLoader worker maps the file itself
+            self._data = self.cache.open()
+        return np.asarray(self._data[self._rows[index]], dtype=np.float32)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        record = self.records[index]
+        return {
+            "x": torch.from_numpy(self._logmel(index)).unsqueeze(0),
+            "label": torch.tensor(record.label),
+            "device": torch.tensor(record.device),
+            "city": torch.tensor(record.city),
+            "index": torch.tensor(index),
+        }
+
+
+@dataclass(frozen=True)
+class SplitRecords:
+    train: list[ClipRecord]
+    val: list[ClipRecord]
+    test: list[ClipRecord]
+    predict: list[ClipRecord]
+
+
+class DCASEDataModule(L.LightningDataModule):
+    """Train / validation / test / predict loaders for one dataset root.
+
+    Args:
+        root: dataset root holding ``meta.csv``, ``evaluation_setup/`` and ``audio/``.
+        batch_size: training mini-batch (the report uses 64).
+        eval_batch_size: batch size for validation, test and predict (default: ``batch_size``).
+        num_workers: DataLoader worker processes.
+        val_split: ``evaluate`` (the report: validate on the evaluate split) or ``holdout`` (whole
+            training locations held out, so that no location leaks).
+        holdout_fraction: share of each scene's training locations held out when ``val_split=holdout``.
+        test_split: fold whose clips ``asc test`` scores (``evaluate`` in the report).
+        features: log-mel settings.
+        cache: read log-mels from the feature cache (built on first use) instead of computing them.
+        cache_dir: cache folder (default ``<root>/.asc_cache``, or a user cache folder if root is read-only).
+        cache_workers: processes that build the cache (default: all cores).
+        seed: seed of the holdout split.
+        progress: show a progress bar while building the cache.
+    """
+
+    def __init__(
+        self,
+        root: str | None = None,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        val_split: str = "evaluate",
+        holdout_fraction: float = 0.2,
+        test_split: str = "evaluate",
+        features: FeatureSettings = FeatureSettings(),
+        cache: bool = True,
+        cache_dir: str | None = None,
+        cache_workers: int | None = None,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> None:
+        super().__init__()
+        if not root:
+            raise AscError("data.root: not set (pass --data.root DIR, the folder holding meta.csv)")
+        if val_split not in VAL_SPLITS:
+            raise AscError(f"data.val_split: {val_split!r} is not one of {', '.join(VAL_SPLITS)}")
+        if test_split not in FOLD_FILES:
+            raise AscError(f"data.test_split: {test_split!r} is not one of {', '.join(FOLD_FILES)}")
+        if batch_size < 1:
+            raise AscError(f"data.batch_size: {batch_size} must be at least 1")
+        self.save_hyperparameters(ignore=["features"])
+        self.hparams["features"] = asdict(features)  # plain dict: checkpoints stay loadable with weights_only
+        self.root = Path(root)
+        self.features = features
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self._index: DatasetIndex | None = None
+        self._splits: SplitRecords | None = None
+        self._cache: FeatureCache | None = None
+        self.datasets: dict[str, ClipDataset] = {}
+
+    @property
+    def index(self) -> DatasetIndex:
+        if self._index is None:
+            self._index = DatasetIndex(self.root)
+        return self._index
+
+    @property
+    def splits(self) -> SplitRecords:
+        """The records of each stage; validation follows ``val_split``."""
+        if self._splits is None:
+            hp = self.hparams
+            train = self.index.records("train")
+            if hp.val_split == "holdout":
+                train, val = split_holdout(train, hp.holdout_fraction, hp.seed)
+            else:
+                val = self.index.records("evaluate")
+            self._splits = SplitRecords(
+                train=train, val=val, test=self.index.records(hp.test_split), predict=self.index.records("test")
+            )
+        return self._splits
+
+    @property
+    def feature_cache(self) -> FeatureCache | None:
+        """One cache for every clip of the fold files, whichever split a stage uses."""
+        if self.hparams.cache and self._cache is None:
+            names = sorted({name for split in FOLD_FILES for name in self.index.filenames(split)})
+            self._cache = FeatureCache(self.root, names, self.features, self.hparams.cache_dir)
+        return self._cache
+
+    def prepare_data(self) -> None:
+        """Check that every listed WAV exists and build the feature cache once (rank 0 only)."""
+        splits = self.splits
+        self.index.check_audio_exists({r.filename for part in vars(splits).values() for r in part})
+        if self.feature_cache is not None:
+            workers = self.hparams.cache_workers
+            issues = self.feature_cache.ensure(
+                workers=workers if workers is not None else (len(_cpus()) or 1), progress=self.hparams.progress
+            )
+            warn_audio_issues(issues)
+
+    def setup(self, stage: str | None = None) -> None:
+        cache = self.feature_cache
+        if cache is not None and not cache.is_complete():
+            self.prepare_data()
+        for name, records in vars(self.splits).items():
+            if name not in self.datasets:
+                self.datasets[name] = ClipDataset(records, self.root, self.features, cache)
+
+    def _loader(self, name: str, shuffle: bool = False) -> DataLoader:
+        if name not in self.datasets:
+            self.setup()
+        dataset = self.datasets[name]
+        if not len(dataset):
+            raise AscError(f"{self.root}: the {name} split has no clips")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if name == "train" else self.eval_batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(dataset) > self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")
+
+    def teardown(self, stage: str) -> None:
+        for dataset in self.datasets.values():
+            warn_audio_issues(dataset.issues)
+            dataset.issues = AudioIssues()
+
+
+def warn_audio_issues(issues: AudioIssues) -> None:
+    """One summary warning for every clip that was resampled, downmixed, padded or cropped."""
+    summary = issues.summary()
+    if summary:
+        warnings.warn(summary, stacklevel=2)
+
+
+def _cpus() -> set[int]:
+    import os
+
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))

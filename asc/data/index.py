@@ -1,0 +1,183 @@
+"""Read and validate the DCASE 2022 Task 1 development layout (meta.csv and the fold files).
+
+Every check names the file and CSV line, because a researcher pointing the project at a copy of the
+230,350-clip set must learn exactly which line is wrong instead of losing clips silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from asc.data.layout import (
+    DEVICES,
+    FOLD_COLUMNS,
+    FOLD_FILES,
+    META_COLUMNS,
+    META_FILE,
+    SCENES,
+    parse_clip_name,
+)
+from asc.errors import AscError
+
+VAL_SPLITS = ("evaluate", "holdout")
+
+
+@dataclass(frozen=True)
+class ClipRecord:
+    """One clip as the training code sees it: file, label and the device and city it came from."""
+
+    filename: str
+    label: int
+    device: int
+    city: int
+    identifier: str
+
+
+def _read_tsv(path: Path, expected: Sequence[str]) -> list[tuple[int, list[str]]]:
+    """Rows of a tab-separated file with an exact header, each with its 1-based line number."""
+    if not path.is_file():
+        raise AscError(f"{path}: file not found")
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle, delimiter="\t"))
+    if not rows:
+        raise AscError(f"{path}: file is empty (expected header {' '.join(expected)})")
+    header = [name.strip() for name in rows[0]]
+    if header != list(expected):
+        missing = [name for name in expected if name not in header]
+        extra = [name for name in header if name not in expected]
+        detail = "; ".join(
+            part for part in (f"missing {missing}" if missing else "", f"extra {extra}" if extra else "") if part
+        ) or "wrong column order"
+        raise AscError(f"{path}:1: columns {header}, expected {list(expected)} ({detail})")
+    body = []
+    for line_no, row in enumerate(rows[1:], start=2):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) != len(expected):
+            raise AscError(f"{path}:{line_no}: {len(row)} columns, expected {len(expected)} ({' '.join(expected)})")
+        body.append((line_no, [cell.strip() for cell in row]))
+    return body
+
+
+@dataclass(frozen=True)
+class MetaRow:
+    filename: str
+    scene: str
+    identifier: str
+    device: str
+    line: int
+
+
+class DatasetIndex:
+    """meta.csv plus the fold-1 setup of one dataset root, validated once.
+
+    ``records(split)`` returns the clips of ``train``, ``evaluate`` or ``test`` with label, device
+    and city indices, so metrics can be computed per device and per city.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise AscError(f"{self.root}: dataset root not found (expected meta.csv, evaluation_setup/, audio/)")
+        self.meta = self._read_meta()
+        self.cities: tuple[str, ...] = tuple(sorted({row.identifier.split("-")[0] for row in self.meta.values()}))
+        self._folds: dict[str, list[str]] = {split: self._read_fold(split) for split in FOLD_FILES}
+
+    def _read_meta(self) -> dict[str, MetaRow]:
+        path = self.root / META_FILE
+        meta: dict[str, MetaRow] = {}
+        for line, (filename, scene, identifier, device) in _read_tsv(path, META_COLUMNS):
+            where = f"{path}:{line}"
+            if scene not in SCENES:
+                raise AscError(f"{where}: unknown scene label {scene!r} (expected one of {', '.join(SCENES)})")
+            if device not in DEVICES:
+                raise AscError(f"{where}: unknown device {device!r} (expected one of {', '.join(DEVICES)})")
+            try:
+                clip = parse_clip_name(filename)
+            except AscError as error:
+                raise AscError(f"{where}: {error}") from None
+            if (clip.scene, clip.identifier, clip.device) != (scene, identifier, device):
+                raise AscError(
+                    f"{where}: columns ({scene}, {identifier}, {device}) disagree with the file name {filename!r}"
+                )
+            if filename in meta:
+                raise AscError(f"{where}: {filename!r} is listed twice (first on line {meta[filename].line})")
+            meta[filename] = MetaRow(filename, scene, identifier, device, line)
+        if not meta:
+            raise AscError(f"{path}: no clips listed")
+        return meta
+
+    def _read_fold(self, split: str) -> list[str]:
+        path = self.root / FOLD_FILES[split]
+        filenames = []
+        absent = []
+        for line, cells in _read_tsv(path, FOLD_COLUMNS[split]):
+            filename = cells[0]
+            row = self.meta.get(filename)
+            if row is None:
+                absent.append((line, filename))
+                continue
+            if len(cells) > 1 and cells[1] != row.scene:
+                raise AscError(f"{path}:{line}: scene {cells[1]!r} but meta.csv line {row.line} says {row.scene!r}")
+            filenames.append(filename)
+        if absent:
+            line, filename = absent[0]
+            raise AscError(f"{path}:{line}: {len(absent)} file(s) absent from meta.csv, first {filename!r}")
+        return filenames
+
+    def filenames(self, split: str) -> list[str]:
+        """File names of a fold file, in its order."""
+        if split not in self._folds:
+            raise AscError(f"unknown split {split!r} (expected one of {', '.join(FOLD_FILES)})")
+        return list(self._folds[split])
+
+    def records(self, split: str) -> list[ClipRecord]:
+        """The clips of a split with integer label, device and city."""
+        return [self.record(name) for name in self.filenames(split)]
+
+    def record(self, filename: str) -> ClipRecord:
+        row = self.meta[filename]
+        return ClipRecord(
+            filename=filename,
+            label=SCENES.index(row.scene),
+            device=DEVICES.index(row.device),
+            city=self.cities.index(row.identifier.split("-")[0]),
+            identifier=row.identifier,
+        )
+
+    def check_audio_exists(self, filenames: Iterable[str]) -> None:
+        """Fail before any work if a listed WAV is missing, naming the count, the first one and its meta line."""
+        missing = [name for name in filenames if not (self.root / name).is_file()]
+        if missing:
+            first = missing[0]
+            raise AscError(
+                f"{self.root / first}: listed in {META_FILE} line {self.meta[first].line} but missing"
+                + (f" ({len(missing)} listed WAVs missing in all)" if len(missing) > 1 else "")
+            )
+
+
+def split_holdout(
+    records: Sequence[ClipRecord], fraction: float, seed: int = 0
+) -> tuple[list[ClipRecord], list[ClipRecord]]:
+    """Hold out whole recording locations of each scene, so that no location leaks into validation.
+
+    Returns ``(train, validation)``. Each scene keeps at least one location in training.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise AscError(f"data.holdout_fraction: {fraction} is not between 0 and 1")
+    by_scene: dict[int, set[str]] = {}
+    for record in records:
+        by_scene.setdefault(record.label, set()).add(record.identifier)
+    rng = random.Random(seed)
+    held: set[str] = set()
+    for label in sorted(by_scene):
+        locations = sorted(by_scene[label])
+        count = min(len(locations) - 1, max(1, round(fraction * len(locations))))
+        held.update(rng.sample(locations, count))
+    train = [r for r in records if r.identifier not in held]
+    validation = [r for r in records if r.identifier in held]
+    return train, validation

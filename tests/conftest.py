@@ -1,0 +1,36 @@
+"""Shared fixtures: a hand-written dataset in the real DCASE layout, and quiet offline settings."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+FIXTURE = Path(__file__).parent / "fixtures" / "tau_mini"
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def write_tone(path: Path, seed: int, *, rate: int = 44_100, seconds: float = 1.0, channels: int = 1) -> None:
+    """A 24-bit WAV with a seed-dependent tone plus noise (what the hand-written fixture's files hold)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(rate * seconds)) / rate
+    signal = 0.3 * np.sin(2 * np.pi * (200 + 150 * seed) * t) + 0.05 * rng.standard_normal(t.size)
+    data = np.repeat(signal[:, None], channels, axis=1) if channels > 1 else signal
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(path, data.astype(np.float32), rate, subtype="PCM_24")
+
+
+@pytest.fixture
+def mini_root(tmp_path: Path) -> Path:
+    """A copy of tests/fixtures/tau_mini (hand-written CSVs) with its WAVs written, ready to modify."""
+    root = tmp_path / "tau_mini"
+    shutil.copytree(FIXTURE, root)
+    names = [line.split("\t")[0] for line in (root / "meta.csv").read_text().splitlines()[1:]]
+    for seed, name in enumerate(names):
+        write_tone(root / name, seed)
+    return root

@@ -1,0 +1,92 @@
+"""The dataset index on a hand-written fixture in the real layout, and every bad input it must name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from asc.data.index import DatasetIndex, split_holdout
+from asc.data.layout import DEVICES, SCENES, parse_clip_name
+from asc.errors import AscError
+
+
+def test_reads_the_real_layout(mini_root: Path) -> None:
+    index = DatasetIndex(mini_root)
+    assert len(index.meta) == 12
+    assert index.cities == ("lisbon", "prague")
+    train = index.records("train")
+    assert [r.filename for r in train][:2] == [
+        "audio/airport-lisbon-1000-40000-0-a.wav",
+        "audio/airport-lisbon-1000-40000-0-b.wav",
+    ]
+    first = train[0]
+    assert (first.label, first.device, first.city, first.identifier) == (0, 0, 0, "lisbon-1000")
+    evaluate = index.records("evaluate")
+    assert {DEVICES[r.device] for r in evaluate} == {"a", "c", "s4", "s5"}
+    assert {SCENES[r.label] for r in evaluate} == {"airport", "bus", "park"}
+    assert [r.filename for r in index.records("test")] == [r.filename for r in evaluate]
+    # s6 of a training location is in meta.csv only, as in the real set.
+    listed = {r.filename for split in ("train", "evaluate") for r in index.records(split)}
+    assert "audio/park-lisbon-1020-42000-0-s6.wav" not in listed
+
+
+def test_clip_name_parts() -> None:
+    clip = parse_clip_name("audio/street_traffic-london-271-8243-9-s3.wav")
+    assert (clip.scene, clip.identifier, clip.segment, clip.slice, clip.device) == (
+        "street_traffic", "london-271", "8243", "9", "s3")
+    assert clip.filename == "audio/street_traffic-london-271-8243-9-s3.wav"
+
+
+def test_holdout_keeps_locations_apart(mini_root: Path) -> None:
+    index = DatasetIndex(mini_root)
+    records = index.records("train") + index.records("evaluate")
+    train, validation = split_holdout(records, 0.5, seed=1)
+    assert validation and train
+    assert not {r.identifier for r in train} & {r.identifier for r in validation}
+    assert len(train) + len(validation) == len(records)
+    # Each scene has two locations here: one is held out, one stays for training.
+    assert {SCENES[r.label] for r in train} == {SCENES[r.label] for r in validation} == {"airport", "bus", "park"}
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: (r / "meta.csv").unlink(), r"meta\.csv: file not found"),
+        (lambda r: (r / "evaluation_setup/fold1_evaluate.csv").unlink(), r"fold1_evaluate\.csv: file not found"),
+        (lambda r: _edit(r / "meta.csv", "\tsource_label", ""), r"meta\.csv:1: .*missing \['source_label'\]"),
+        (lambda r: _edit(r / "meta.csv", "source_label", "source_label\tcity"), r"meta\.csv:1: .*extra \['city'\]"),
+        (lambda r: _edit(r / "meta.csv", "b.wav\tairport", "b.wav\tbeach"),
+         r"meta\.csv:3: unknown scene label 'beach'"),
+        (lambda r: _edit(r / "meta.csv", "0-b.wav\tairport\tlisbon-1000\tb", "0-x.wav\tairport\tlisbon-1000\tb"),
+         r"meta\.csv:3: .*unknown device suffix 'x'"),
+        (lambda r: _edit(r / "meta.csv", "\tlisbon-1010\ta\n", "\tlisbon-1010\n"),
+         r"meta\.csv:7: 3 columns, expected 4"),
+        (lambda r: _edit(r / "evaluation_setup/fold1_train.csv", "1010-41000-0-a", "1010-41000-7-a"),
+         r"fold1_train\.csv:5: 1 file\(s\) absent from meta\.csv, first 'audio/bus-lisbon-1010-41000-7-a\.wav'"),
+        (lambda r: _edit(r / "evaluation_setup/fold1_train.csv", "0-a.wav\tbus", "0-a.wav\ttram"),
+         r"fold1_train\.csv:5: scene 'tram' but meta\.csv line 7 says 'bus'"),
+    ],
+)
+def test_bad_layout_is_named(mini_root: Path, change, message: str) -> None:
+    change(mini_root)
+    with pytest.raises(AscError, match=message):
+        DatasetIndex(mini_root)
+
+
+def test_missing_root(tmp_path: Path) -> None:
+    with pytest.raises(AscError, match=r"nowhere: dataset root not found"):
+        DatasetIndex(tmp_path / "nowhere")
+
+
+def test_missing_wav_names_file_and_meta_line(mini_root: Path) -> None:
+    (mini_root / "audio/bus-lisbon-1010-41000-1-a.wav").unlink()
+    index = DatasetIndex(mini_root)
+    with pytest.raises(AscError, match=r"bus-lisbon-1010-41000-1-a\.wav: listed in meta\.csv line 8 but missing"):
+        index.check_audio_exists(index.filenames("train"))
