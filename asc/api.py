@@ -1,0 +1,28 @@
+"""Library entry points: load any checkpoint of the project as a plain nn.Module."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from asc.models.architecture import build
+from asc.training.checkpoints import ASC_KEY, model_state, read_checkpoint
+
+
+def load_model(ckpt: str | Path) -> nn.Module:
+    """The plain network of a checkpoint of any stage, in eval mode, on the CPU.
+
+    The architecture comes from the checkpoint itself (pruned models included), so no config is
+    needed. Its input is the log-mel of ``checkpoint_bands(ckpt)`` (all bands when None),
+    shaped ``(batch, 1, bands, frames)``; its output is the 10 scene logits.
+    """
+    checkpoint = read_checkpoint(ckpt)
+    model = build(checkpoint[ASC_KEY]["architecture"])
+    model.load_state_dict(model_state(checkpoint))
+    return model.eval()
+
+
+def checkpoint_bands(ckpt: str | Path) -> list[int] | None:
+    """The mel bands a checkpoint's network takes (feature selection), or None for all of them."""
+    return read_checkpoint(ckpt)[ASC_KEY].get("bands")

@@ -1,0 +1,7 @@
+"""Plain nn.Modules of the report: the linear moments model, BC-ResNet Mod-8 with ResNorm, the tandem."""
+
+from asc.models.bcresnet import BCResNet, ResNorm, SubSpectralNorm
+from asc.models.linear import MomentsLinear
+from asc.models.tandem import Tandem
+
+__all__ = ["BCResNet", "MomentsLinear", "ResNorm", "SubSpectralNorm", "Tandem"]

@@ -1,0 +1,48 @@
+"""Architecture descriptions: every checkpoint carries one, so any stage's model rebuilds without its config.
+
+A description is a plain dict (JSON- and ``weights_only``-safe), e.g.
+``{"type": "tandem", "linear": {...}, "cnn": {"type": "bcresnet", "widths": [...], ...}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from asc.errors import AscError
+from asc.models.bcresnet import BCResNet
+from asc.models.linear import MomentsLinear
+from asc.models.tandem import Tandem
+
+
+def describe(model: nn.Module) -> dict[str, Any]:
+    """The description from which :func:`build` makes an identical (untrained) module."""
+    if isinstance(model, MomentsLinear):
+        return {"type": "linear", "n_bands": model.n_bands, "n_classes": model.classifier.out_features}
+    if isinstance(model, BCResNet):
+        return {
+            "type": "bcresnet",
+            "n_bands": model.n_bands,
+            "n_classes": model.head.out_channels,
+            "widths": list(model.widths),
+            "sub_bands": model.stages[0][0].ssn.sub_bands,
+            "dropout": model.stages[0][0].dropout.p,
+            "resnorm_lambda": model.input_norm.lam,
+        }
+    if isinstance(model, Tandem):
+        return {"type": "tandem", "linear": describe(model.linear), "cnn": describe(model.cnn)}
+    raise TypeError(f"no architecture description for {type(model).__name__}")
+
+
+def build(description: dict[str, Any]) -> nn.Module:
+    """Make the module a description names (weights are loaded separately)."""
+    kind = description.get("type")
+    options = {key: value for key, value in description.items() if key != "type"}
+    if kind == "linear":
+        return MomentsLinear(**options)
+    if kind == "bcresnet":
+        return BCResNet(**options)
+    if kind == "tandem":
+        return Tandem(build(options["linear"]), build(options["cnn"]), zero_init=False)
+    raise AscError(f"unknown architecture type {kind!r} (expected linear, bcresnet or tandem)")

@@ -1,0 +1,81 @@
+"""Augmentations, learning-rate callbacks and per-device metrics against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from asc.data.layout import DEVICES
+from asc.training.augment import frequency_mask, mixup, random_roll
+from asc.training.callbacks import Annealing, Warmup
+from asc.training.metrics import SceneMetrics
+
+
+def test_random_roll_shifts_each_clip_circularly_within_the_limit() -> None:
+    torch.manual_seed(0)
+    x = torch.arange(10.0).repeat(16, 1, 2, 1)
+    rolled = random_roll(x, 0.4)
+    for clip in range(16):
+        shift = int(-rolled[clip, 0, 0, 0].item()) % 10  # torch.roll by s puts element -s first
+        assert torch.equal(rolled[clip], torch.roll(x[clip], shift, dims=-1))
+        assert min(shift, 10 - shift) <= 4
+    assert not torch.equal(rolled, x)
+
+
+def test_frequency_mask_covers_fewer_bands_than_the_parameter() -> None:
+    torch.manual_seed(1)
+    x = torch.randn(64, 1, 40, 5) + 100
+    masked = frequency_mask(x, 20)
+    changed = (masked != x).all(dim=-1).squeeze(1)  # (clip, band): whole band replaced
+    widths = changed.sum(dim=1)
+    assert widths.max() < 20 and widths.float().mean() > 5
+    for clip in range(64):
+        bands = changed[clip].nonzero().flatten()
+        if len(bands):
+            assert bands.max() - bands.min() + 1 == len(bands)  # one contiguous block
+            assert torch.allclose(masked[clip, 0, bands[0]], x[clip].mean().expand(5))
+
+
+def test_mixup_mixes_inputs_with_the_returned_weights() -> None:
+    torch.manual_seed(2)
+    x = torch.randn(32, 1, 4, 3)
+    mixed, partner, lam = mixup(x, 0.2)
+    expected = lam.view(-1, 1, 1, 1) * x + (1 - lam.view(-1, 1, 1, 1)) * x[partner]
+    assert torch.allclose(mixed, expected)
+    assert ((lam > 0.9) | (lam < 0.1)).float().mean() > 0.5  # Beta(0.2, 0.2) is U-shaped
+
+
+def test_warmup_then_annealing_follow_the_recipe() -> None:
+    warmup, annealing = Warmup(3, 0.035), Annealing(3, 80, 0.035, 0.00035)
+    assert warmup.lr_at(0) == 0 and math.isclose(warmup.lr_at(1.5), 0.0175) and warmup.lr_at(3) is None
+    assert annealing.lr_at(2.9) is None
+    assert math.isclose(annealing.lr_at(3), 0.035) and math.isclose(annealing.lr_at(80), 0.00035)
+    assert math.isclose(annealing.lr_at(41.5), math.sqrt(0.035 * 0.00035))
+    assert math.isclose(annealing.lr_at(200), 0.00035)
+
+
+def test_per_device_metrics_match_a_hand_computed_example() -> None:
+    metric = SceneMetrics()
+    # device a: 3 clips, 2 right; device s4: 1 clip, wrong; device b: 2 clips, 1 right.
+    label = torch.tensor([0, 1, 2, 3, 4, 5])
+    device = torch.tensor([DEVICES.index(d) for d in ("a", "a", "a", "s4", "b", "b")])
+    predicted = torch.tensor([0, 1, 0, 2, 4, 0])
+    logits = torch.full((6, 10), -10.0)
+    logits[torch.arange(6), predicted] = 10.0
+    metric.update(logits[:3], label[:3], device[:3])  # two batches, as an epoch would
+    metric.update(logits[3:], label[3:], device[3:])
+    summary = metric.compute()
+    assert summary["accuracy"] == pytest.approx(3 / 6)
+    per_device = summary["accuracy_per_device"]
+    assert per_device["a"] == pytest.approx(2 / 3) and per_device["b"] == pytest.approx(1 / 2)
+    assert per_device["s4"] == 0.0 and per_device["c"] is None
+    assert summary["accuracy_per_group"]["real"] == pytest.approx(3 / 5)
+    assert summary["accuracy_per_group"]["unseen_simulated"] == 0.0
+    assert summary["accuracy_per_class"]["airport"] == 1.0 and summary["accuracy_per_class"]["metro"] == 0.0
+    assert summary["macro_accuracy"] == pytest.approx(3 / 6)
+    expected_loss = (3 * math.log1p(9 * math.exp(-20)) + 3 * (20 + math.log1p(9 * math.exp(-20)))) / 6
+    assert summary["log_loss"] == pytest.approx(float(expected_loss), rel=1e-6)
+    assert summary["confusion"][2][0] == 1 and summary["confusion"][3][2] == 1
+    assert summary["clips_per_device"]["a"] == 3
