@@ -1,0 +1,76 @@
+"""Feature (mel-band) selection (report §2.2): a mask w over the input's frequency rows, card(w) ≤ C.
+
+During the ADMM phase the network sees ``x ⊙ w`` with a learnable w; the projection keeps the C
+largest |w|. For fine-tuning the selected bands are dropped physically: the network then takes only
+those rows, so its MACs fall with them and the linear part's moments use only the selected bands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from asc.compress.admm import Projection
+from asc.errors import AscError
+from asc.models.linear import MomentsLinear
+from asc.models.tandem import Tandem
+
+
+def top_c_projection(c: int) -> Projection:
+    """Π for card(w) ≤ C: keep the C entries of largest magnitude (ties broken by index), zero the rest."""
+
+    def project(tensors: Sequence[Tensor]) -> list[Tensor]:
+        (w,) = tensors
+        keep = torch.zeros_like(w, dtype=torch.bool)
+        keep[select_top(w, c)] = True
+        return [torch.where(keep, w, torch.zeros_like(w))]
+
+    return project
+
+
+def select_top(w: Tensor, c: int) -> Tensor:
+    """Sorted indices of the C largest |w| (stable: earlier bands win ties)."""
+    order = torch.sort(w.detach().abs().cpu(), descending=True, stable=True).indices
+    return torch.sort(order[:c]).values
+
+
+def check_keep(c: int, n_bands: int) -> None:
+    if not 1 <= c <= n_bands:
+        raise AscError(f"model.keep_bands: {c} must be between 1 and the number of bands ({n_bands})")
+
+
+class BandMask(nn.Module):
+    """``x ⊙ w`` along the frequency axis of ``(B, 1, F, T)``, with w learnable and starting at one."""
+
+    def __init__(self, n_bands: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n_bands))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.weight.view(1, 1, -1, 1)
+
+
+def drop_bands(model: Tandem, bands: Sequence[int]) -> Tandem:
+    """The tandem taking only ``bands`` (sorted indices): BC-ResNet weights carry over unchanged
+    (its convolutions do not depend on the number of rows), the linear part keeps the weights and
+    moment statistics of the selected bands."""
+    index = torch.as_tensor(list(bands), dtype=torch.long)
+    linear = model.linear
+    n_moments = linear.n_features // linear.n_bands
+    columns = torch.cat([index + k * linear.n_bands for k in range(n_moments)])
+    smaller = MomentsLinear(len(index), linear.classifier.out_features)
+    with torch.no_grad():
+        smaller.classifier.weight.copy_(linear.classifier.weight[:, columns])
+        smaller.classifier.bias.copy_(linear.classifier.bias)
+        smaller.moment_norm.running_mean.copy_(linear.moment_norm.running_mean[columns])
+        smaller.moment_norm.running_var.copy_(linear.moment_norm.running_var[columns])
+        smaller.moment_norm.num_batches_tracked.copy_(linear.moment_norm.num_batches_tracked)
+    from asc.models.architecture import build, describe
+
+    description = describe(model.cnn)
+    description["n_bands"] = len(index)
+    cnn = build(description)
+    cnn.load_state_dict(model.cnn.state_dict())
+    return Tandem(smaller, cnn, zero_init=False).to(linear.classifier.weight.device)
