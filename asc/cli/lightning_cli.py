@@ -106,8 +106,20 @@ def config_error_line(message: str) -> str:
     return f"config key {where}: {detail}" if where else f"config: {detail}"
 
 
-def _run_cli(args: list[str]) -> None:
-    AscCLI(
+def fit_and_score(args: list[str], metric: str) -> float:
+    """Run one ``asc fit`` in this process and return a logged metric of its last epoch (for sweeps)."""
+    try:
+        cli = _run_cli(args)
+    except argparse.ArgumentError as error:
+        raise AscError(config_error_line(str(error))) from None
+    value = cli.trainer.callback_metrics.get(metric)
+    if value is None:
+        raise AscError(f"metric {metric!r} was not logged (logged: {', '.join(sorted(cli.trainer.callback_metrics))})")
+    return float(value)
+
+
+def _run_cli(args: list[str]) -> AscCLI:
+    return AscCLI(
         SceneModule,
         DCASEDataModule,
         subclass_mode_model=True,

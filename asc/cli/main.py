@@ -17,6 +17,8 @@ Extra commands:
   synth DIR        write the built-in dataset in the DCASE 2022 layout
   cache DIR        build (or reuse) the log-mel feature cache of a dataset root
   complexity       params and MACs of a checkpoint (--ckpt_path CKPT [--json])
+  pipeline         fit and test every stage in order (--data.root DIR --out DIR [--configs DIR])
+  sweep FILE       run a W&B sweep file offline (--count N --out DIR -- fit overrides)
 
 Run `asc COMMAND --help` for the options of one command."""
 
@@ -25,9 +27,10 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
 def _extra_commands() -> dict[str, Callable[[Sequence[str]], int]]:
-    from asc.cli import data_commands, model_commands
+    from asc.cli import data_commands, model_commands, pipeline, sweep
 
-    return {"synth": data_commands.synth, "cache": data_commands.cache, "complexity": model_commands.complexity}
+    return {"synth": data_commands.synth, "cache": data_commands.cache, "complexity": model_commands.complexity,
+            "pipeline": pipeline.pipeline, "sweep": sweep.sweep}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

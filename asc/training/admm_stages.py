@@ -165,6 +165,11 @@ class FeatureSelectionStage(ADMMStage):
     def compression_details(self) -> dict[str, Any]:
         return {"bands": self.bands}
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if self.compressed:  # the bands were dropped: no mask left to learn
+            self.band_mask = None
+
     def model_bands(self) -> int:
         return self.model.n_bands
 

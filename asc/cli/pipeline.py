@@ -1,0 +1,90 @@
+"""``asc pipeline``: every stage of the report in order, each one fit and tested, and one summary.
+
+linear -> tandem -> feature_selection -> pruning (-> qat when its config exists). Each stage reads the
+previous stage's last checkpoint; the summary holds the report's Table 1 (per device) and Table 2
+(params, MMACs, bits, accuracy, log loss) rows for the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from asc.data.layout import DEVICES
+from asc.errors import AscError
+
+STAGES = ("linear", "tandem", "feature_selection", "pruning", "qat")
+#: The init argument through which each stage receives the previous stage's checkpoint.
+CHECKPOINT_KEY = {"tandem": "linear_ckpt", "feature_selection": "init_ckpt", "pruning": "init_ckpt",
+                  "qat": "init_ckpt"}
+
+
+def pipeline(argv: Sequence[str]) -> int:
+    """Fit and test the stages in order under one output folder, then print the summary tables."""
+    from asc.cli.main import main
+
+    parser = argparse.ArgumentParser(prog="asc pipeline", description=pipeline.__doc__)
+    parser.add_argument("--configs", type=Path, default=Path("configs/builtin"),
+                        help="folder with one <stage>.yaml per stage (configs/builtin or configs/dcase2022)")
+    parser.add_argument("--data.root", dest="root", required=True, help="dataset root")
+    parser.add_argument("--out", type=Path, required=True, help="output folder: one subfolder per stage")
+    parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    parser.add_argument("--skip-done", action="store_true", help="reuse stages whose test report exists")
+    args, extra = parser.parse_known_args(argv)
+    stages = [s for s in args.stages.split(",") if s]
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise AscError(f"--stages: unknown stage(s) {unknown} (expected {', '.join(STAGES)})")
+    stages = [s for s in stages if (args.configs / f"{s}.yaml").is_file() or _missing(args.configs, s)]
+    previous: Path | None = None
+    for stage in stages:
+        folder = args.out / stage
+        ckpt = folder / "checkpoints" / "last.ckpt"
+        common = ["--config", str(args.configs / f"{stage}.yaml"), "--data.root", args.root,
+                  "--trainer.default_root_dir", str(folder), *extra]
+        link = [f"--model.{CHECKPOINT_KEY[stage]}={previous}"] if stage in CHECKPOINT_KEY else []
+        if not (args.skip_done and (folder / "test" / "metrics.json").is_file()):
+            print(f"== {stage}: fit", flush=True)
+            _run(main, ["fit", *common, *link])
+            print(f"== {stage}: test", flush=True)
+            _run(main, ["test", *common, *([f"--model.{CHECKPOINT_KEY[stage]}=null"] if link else []),
+                        "--ckpt_path", str(ckpt)])
+        previous = ckpt
+    print(write_summary(args.out, stages))
+    return 0
+
+
+def _missing(configs: Path, stage: str) -> bool:
+    if stage == "qat":  # optional last stage
+        return False
+    raise AscError(f"{configs / (stage + '.yaml')}: config of stage {stage!r} not found")
+
+
+def _run(main, args: list[str]) -> None:
+    status = main(args)
+    if status:
+        raise SystemExit(status)
+
+
+def write_summary(out: Path, stages: Sequence[str]) -> str:
+    """Table 1 and Table 2 of the report for this run, as Markdown, written to ``out/summary.md``."""
+    rows = []
+    for stage in stages:
+        path = out / stage / "test" / "metrics.json"
+        if path.is_file():
+            rows.append(json.loads(path.read_text()))
+    percent = lambda value: "" if value is None else f"{100 * value:.2f}"  # noqa: E731
+    table1 = ["| | " + " | ".join(d.upper() for d in DEVICES) + " | Overall |",
+              "|---" * (len(DEVICES) + 2) + "|"]
+    table1 += [f"| {m['model']} | " + " | ".join(percent(m["accuracy_per_device"][d]) for d in DEVICES)
+               + f" | {percent(m['accuracy'])} |" for m in rows]
+    table2 = ["| | Params | MMACs | Bits | Acc (%) | LogLoss |", "|---|---|---|---|---|---|"]
+    table2 += [f"| {m['model']} | {m['params']:,} | {m['macs'] / 1e6:.3f} | {m['bits']} | {percent(m['accuracy'])} "
+               f"| {m['log_loss']:.3f} |" for m in rows]
+    text = "\n".join(["Top-1 accuracy (%) per device on the test split", "", *table1, "",
+                      "Complexity and accuracy", "", *table2, ""])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.md").write_text(text)
+    return text + f"\nsummary written to {(out / 'summary.md').resolve()}"
