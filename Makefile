@@ -37,6 +37,7 @@ demo: venv
 	mkdir -p $(MPLCONFIGDIR) $(WANDB_DIR)
 	$(VENV)/bin/asc synth $(DEMO_DATA) --size demo --workers $(WORKERS)
 	$(VENV)/bin/asc cache $(DEMO_DATA) --workers $(WORKERS)
+	$(VENV)/bin/asc pipeline --configs configs/builtin --data.root $(DEMO_DATA) --out $(DEMO_RUNS) --skip-done
 
 bench: venv
 	mkdir -p $(MPLCONFIGDIR) $(WANDB_DIR)

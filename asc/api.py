@@ -13,12 +13,16 @@ from asc.training.checkpoints import ASC_KEY, model_state, read_checkpoint
 def load_model(ckpt: str | Path) -> nn.Module:
     """The plain network of a checkpoint of any stage, in eval mode, on the CPU.
 
-    The architecture comes from the checkpoint itself (pruned models included), so no config is
-    needed. Its input is the log-mel of ``checkpoint_bands(ckpt)`` (all bands when None),
+    The architecture comes from the checkpoint itself (pruned and quantized models included), so no
+    config is needed. Its input is the log-mel of ``checkpoint_bands(ckpt)`` (all bands when None),
     shaped ``(batch, 1, bands, frames)``; its output is the 10 scene logits.
     """
     checkpoint = read_checkpoint(ckpt)
     model = build(checkpoint[ASC_KEY]["architecture"])
+    if "modelopt_state" in checkpoint:  # a QAT checkpoint: re-insert the quantizers before the weights
+        from asc.compress.quantization import restore
+
+        restore(model, checkpoint["modelopt_state"])
     model.load_state_dict(model_state(checkpoint))
     return model.eval()
 

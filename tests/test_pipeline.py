@@ -19,9 +19,9 @@ CONFIGS = Path(__file__).parents[1] / "configs" / "builtin"
 def tiny_configs(folder: Path) -> Path:
     """The built-in configs shrunk to seconds: width-1 BC-ResNet, 1 + 1 ADMM epochs, small limits."""
     folder.mkdir()
-    for stage in ("linear", "tandem", "feature_selection", "pruning"):
+    for stage in ("linear", "tandem", "feature_selection", "pruning", "qat"):
         config = yaml.safe_load((CONFIGS / f"{stage}.yaml").read_text())
-        config["trainer"]["max_epochs"] = 2 if stage in ("feature_selection", "pruning") else 1
+        config["trainer"]["max_epochs"] = 2 if stage in ("feature_selection", "pruning", "qat") else 1
         config["trainer"]["log_every_n_steps"] = 1
         for callback in config["trainer"]["callbacks"]:
             if callback["class_path"].endswith("ADMMPhases"):
@@ -35,6 +35,8 @@ def tiny_configs(folder: Path) -> Path:
             init.update(keep_bands=32, update_every=1)
         if stage == "pruning":
             init.update(max_params=8_000, max_macs=1_000_000, update_every=1)  # the tandem has 10,385
+        if stage == "qat":
+            init.update(calibration_batches=1)
         config["data"].update(batch_size=4, cache_workers=0, progress=False)
         (folder / f"{stage}.yaml").write_text(yaml.safe_dump(config))
     return folder
@@ -58,6 +60,25 @@ def test_pipeline_compresses_to_the_limits(mini_root: Path, tmp_path: Path, caps
     metrics = json.loads((out / "pruning" / "test" / "metrics.json").read_text())
     assert (metrics["params"], metrics["macs"]) == (counted.params, counted.macs)
     assert model(torch.randn(2, 1, len(bands), 34)).shape == (2, 10)
+
+    # Stage 5: int8 QAT; the report counts the float architecture and says 8 bits.
+    quantized = json.loads((out / "qat" / "test" / "metrics.json").read_text())
+    assert quantized["bits"] == 8 and (quantized["params"], quantized["macs"]) == (counted.params, counted.macs)
+    qat_ckpt = out / "qat" / "checkpoints" / "last.ckpt"
+    assert main(["complexity", "--ckpt_path", str(qat_ckpt), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["bits"] == 8
+
+    # Export to ONNX with Q/DQ, check in onnxruntime, and evaluate the file with the same report.
+    onnx = out / "model.onnx"
+    assert main(["export", "--ckpt_path", str(qat_ckpt), "--out", str(onnx), "--data.root", str(mini_root)]) == 0
+    printed = capsys.readouterr().out
+    assert "'zero_points_int8_zero': True" in printed and "agree on 100.00 %" in printed
+    sidecar = json.loads(onnx.with_suffix(".json").read_text())
+    assert sidecar["bands"] == bands and sidecar["front_end"]["n_mels"] == 256
+    assert main(["test", "--config", str(tmp_path / "configs" / "qat.yaml"), "--data.root", str(mini_root),
+                 "--trainer.default_root_dir", str(out / "onnx"), "--ckpt_path", str(onnx)]) == 0
+    from_onnx = json.loads((out / "onnx" / "test" / "metrics.json").read_text())
+    assert from_onnx["accuracy"] == quantized["accuracy"] and from_onnx["bits"] == 8
 
 
 def test_pruning_refuses_a_checkpoint_that_is_not_a_tandem(mini_root: Path, tmp_path: Path,

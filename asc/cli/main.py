@@ -19,6 +19,8 @@ Extra commands:
   complexity       params and MACs of a checkpoint (--ckpt_path CKPT [--json])
   pipeline         fit and test every stage in order (--data.root DIR --out DIR [--configs DIR])
   sweep FILE       run a W&B sweep file offline (--count N --out DIR -- fit overrides)
+  export           checkpoint -> ONNX (Q/DQ int8 for QAT) + front-end JSON, checked in onnxruntime
+                   (--ckpt_path CKPT --out model.onnx [--data.root DIR] [--engine model.plan])
 
 Run `asc COMMAND --help` for the options of one command."""
 
@@ -26,11 +28,28 @@ Run `asc COMMAND --help` for the options of one command."""
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
+def route_exported(args: list[str]) -> list[str]:
+    """``asc test --ckpt_path model.onnx`` evaluates the exported file (onnxruntime) instead of a checkpoint."""
+    if args[0] != "test":
+        return args
+    for position, arg in enumerate(args):
+        if arg == "--ckpt_path" and position + 1 < len(args):
+            value, span = args[position + 1], 2
+        elif arg.startswith("--ckpt_path="):
+            value, span = arg.split("=", 1)[1], 1
+        else:
+            continue
+        if value.endswith(".onnx"):
+            rest = args[:position] + args[position + span:]
+            return [*rest, "--model=asc.training.qat_stage.OnnxModel", f"--model.onnx_path={value}"]
+    return args
+
+
 def _extra_commands() -> dict[str, Callable[[Sequence[str]], int]]:
-    from asc.cli import data_commands, model_commands, pipeline, sweep
+    from asc.cli import data_commands, export, model_commands, pipeline, sweep
 
     return {"synth": data_commands.synth, "cache": data_commands.cache, "complexity": model_commands.complexity,
-            "pipeline": pipeline.pipeline, "sweep": sweep.sweep}
+            "pipeline": pipeline.pipeline, "sweep": sweep.sweep, "export": export.export}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args[0] in LIGHTNING_COMMANDS:
             from asc.cli.lightning_cli import run_lightning
 
-            return run_lightning(args)
+            return run_lightning(route_exported(args))
         print(f"asc: error: unknown command {args[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
     except AscError as error:

@@ -1,0 +1,138 @@
+"""``asc export``: the deployable network as ONNX (Q/DQ int8 for a QAT checkpoint), verified in
+onnxruntime, with a JSON sidecar describing the front end; optionally a TensorRT engine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asc.data.layout import SCENES
+from asc.errors import AscError
+
+#: Share of clips on which onnxruntime must predict the class PyTorch predicts. Logits differ by up to
+#: about 3e-2 (an activation now and then lands one int8 step apart: float rounding in ResNorm, batch
+#: norm and the moments differs between the two), so classes, not logits, are the criterion.
+MIN_AGREEMENT = 0.995
+
+
+def front_end(checkpoint: dict, bands: list[int] | None, n_bands: int, frames: int, complexity: dict) -> dict:
+    """What a deployer needs to reproduce the network's input from audio."""
+    features = checkpoint.get("datamodule_hyper_parameters", {}).get("features") or {}
+    return {
+        "input": {"name": "logmel", "shape": ["batch", 1, n_bands, frames], "dtype": "float32"},
+        "output": {"name": "logits", "classes": list(SCENES)},
+        "front_end": {**features, "resampler": "soxr_hq", "window": "hann", "center": True,
+                      "mel": "librosa.filters.mel(htk=False, norm='slaney')", "log": "log(mel + log_offset)",
+                      "normalisation": "none: the network normalises (ResNorm, moment batch norm)"},
+        "bands": bands,
+        "complexity": complexity,
+    }
+
+
+def export(argv: Sequence[str]) -> int:
+    """Write ``--out model.onnx`` (+ ``model.json``) from a checkpoint and check it in onnxruntime."""
+    from asc.api import checkpoint_bands, load_model
+    from asc.compress import quantization
+    from asc.compress.complexity import count_complexity
+    from asc.models.architecture import build, describe
+    from asc.training.checkpoints import ASC_KEY, read_checkpoint
+
+    parser = argparse.ArgumentParser(prog="asc export", description=export.__doc__)
+    parser.add_argument("--ckpt_path", required=True)
+    parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    parser.add_argument("--engine", type=Path, default=None, help="also build a TensorRT engine (.plan)")
+    parser.add_argument("--data.root", dest="root", default=None,
+                        help="verify on this dataset's evaluate split (default: on random log-mels)")
+    args = parser.parse_args(argv)
+    if not args.out.parent.is_dir():
+        raise AscError(f"--out: folder {args.out.parent} does not exist")
+    checkpoint = read_checkpoint(args.ckpt_path)
+    model = load_model(args.ckpt_path)
+    bands = checkpoint_bands(args.ckpt_path)
+    n_bands = len(bands) if bands is not None else model.n_bands
+    frames = checkpoint.get("hyper_parameters", {}).get("n_frames", 34)
+    bits = checkpoint[ASC_KEY].get("bits", 32)
+    complexity = count_complexity(build(describe(model)), n_bands, frames, bits=bits).as_dict()
+    if not quantization.is_quantized(model):
+        warnings.warn(f"{args.ckpt_path} is a float checkpoint: exporting plain float ONNX without Q/DQ nodes",
+                      stacklevel=1)
+    quantization.export_onnx(model, torch.zeros(1, 1, n_bands, frames), args.out)
+    sidecar = args.out.with_suffix(".json")
+    sidecar.write_text(json.dumps(front_end(checkpoint, bands, n_bands, frames, complexity), indent=2))
+    summary = quantization.onnx_qdq_summary(args.out)
+    agreement, difference, clips = verify(model, args.out, bands, n_bands, frames, args.root, checkpoint)
+    print(f"ONNX written to {args.out.resolve()} (front end: {sidecar.resolve()})")
+    print(f"  Q/DQ: {summary}")
+    print(f"  onnxruntime vs PyTorch on {clips} clips: predicted classes agree on {100 * agreement:.2f} %, "
+          f"max |logit difference| {difference:.2e}")
+    if agreement < MIN_AGREEMENT:
+        raise AscError(f"{args.out}: onnxruntime agrees with PyTorch on only {100 * agreement:.2f} % of clips "
+                       f"(need {100 * MIN_AGREEMENT:.1f} %)")
+    if args.engine is not None:
+        build_engine(args.out, args.engine, n_bands, frames)
+    return 0
+
+
+def verify(model, path: Path, bands, n_bands: int, frames: int, root: str | None, checkpoint: dict):
+    """(class agreement, max logit difference, clips) of onnxruntime against PyTorch."""
+    from asc.compress import quantization
+
+    inputs = list(_evaluate_batches(root, bands, checkpoint)) if root else [torch.randn(256, 1, n_bands, frames) * 3]
+    agree = total = 0
+    difference = 0.0
+    with torch.no_grad():
+        for x in inputs:
+            reference = model(x).numpy()
+            ours = quantization.run_onnx(path, x.numpy().astype(np.float32))
+            agree += int((reference.argmax(1) == ours.argmax(1)).sum())
+            total += len(x)
+            difference = max(difference, float(np.abs(reference - ours).max()))
+    return agree / total, difference, total
+
+
+def _evaluate_batches(root: str, bands, checkpoint: dict):
+    from asc.data.datamodule import DCASEDataModule
+    from asc.data.features import FeatureSettings
+
+    features = checkpoint.get("datamodule_hyper_parameters", {}).get("features") or {}
+    data = DCASEDataModule(root, batch_size=256, features=FeatureSettings(**features), test_split="evaluate",
+                           progress=False)
+    data.prepare_data()
+    data.setup("test")
+    for batch in data.test_dataloader():
+        yield batch["x"] if bands is None else batch["x"][:, :, bands]
+
+
+def build_engine(onnx_path: Path, engine_path: Path, n_bands: int, frames: int) -> None:
+    """A strongly-typed TensorRT engine from the Q/DQ ONNX (as ``trtexec --onnx=... --stronglyTyped``)."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise AscError(
+            "--engine: TensorRT is not installed (pip install 'asc[tensorrt]' on a machine with an NVIDIA GPU; "
+            "its libraries come from NVIDIA's package index); the ONNX file was written"
+        ) from None
+    if not torch.cuda.is_available():
+        raise AscError("--engine: TensorRT needs a CUDA GPU and none is visible; the ONNX file was written")
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(onnx_path.read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise AscError(f"{onnx_path}: TensorRT cannot parse it: {errors}")
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    profile.set_shape("logmel", (1, 1, n_bands, frames), (64, 1, n_bands, frames), (512, 1, n_bands, frames))
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise AscError(f"{engine_path}: TensorRT failed to build the engine (see its log above)")
+    engine_path.write_bytes(bytes(serialized))
+    print(f"TensorRT engine written to {engine_path.resolve()}")

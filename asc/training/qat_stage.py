@@ -1,0 +1,148 @@
+"""Quantization-aware training (report §2.4) and evaluation of exported ONNX models.
+
+``QATStage`` starts from the pruned tandem; the ``QAT`` callback inserts TensorRT-style int8
+quantizers (weights per-channel symmetric, activations per-tensor symmetric), calibrates them on
+training batches and the module fine-tunes the fake-quantized network with the annealed recipe.
+The modelopt state travels in the Lightning checkpoint, so a QAT checkpoint restores exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+from torch import Tensor, nn
+
+from asc.compress import quantization
+from asc.compress.complexity import Complexity, count_complexity
+from asc.errors import AscError
+from asc.models.architecture import build, describe
+from asc.training.checkpoints import ASC_KEY, model_state, read_checkpoint
+from asc.training.modules import SceneModule
+
+MODELOPT_KEY = "modelopt_state"
+
+
+class QATStage(SceneModule):
+    """Stage 5: int8 quantization-aware fine-tuning of a compressed tandem.
+
+    Args:
+        init_ckpt: checkpoint of the float model to quantize (the pruning stage's).
+        calibration: ``max``, ``percentile`` or ``entropy`` (activation ranges; weights use max).
+        calibration_batches: training batches that calibrate the quantizers.
+        percentile: percentile of the ``percentile`` method.
+    """
+
+    def __init__(self, init_ckpt: str | None = None, calibration: str = "max", calibration_batches: int = 8,
+                 percentile: float = 99.99, **kwargs: Any) -> None:
+        kwargs.setdefault("lr", 0.0005)
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        if calibration not in quantization.CALIBRATION_METHODS:
+            raise AscError(f"model.calibration: {calibration!r} is not one of "
+                           f"{', '.join(quantization.CALIBRATION_METHODS)}")
+        self.model = nn.Module()
+        self.history: list[dict[str, Any]] = []
+        self.quantized = False
+        if init_ckpt:
+            checkpoint = read_checkpoint(init_ckpt)
+            saved = checkpoint[ASC_KEY]
+            if saved["architecture"]["type"] != "tandem" or saved.get("bits", 32) != 32:
+                raise AscError(f"model.init_ckpt: {init_ckpt} is not a float tandem checkpoint")
+            self.model = build(saved["architecture"])
+            self.model.load_state_dict(model_state(checkpoint))
+            self.bands = saved.get("bands")
+            self.history = list(saved.get("history", []))
+
+    def quantize(self, batches: list[Tensor]) -> None:
+        """Insert quantizers and calibrate them on ``batches`` of log-mels (already band-selected)."""
+
+        def forward_loop(model: nn.Module) -> None:
+            for x in batches:
+                model(x.to(self.device))
+
+        hp = self.hparams
+        quantization.quantize(self.model, forward_loop, hp.calibration, hp.percentile)
+        quantization.check_calibrated(self.model)
+        self.quantized = True
+
+    def complexity(self) -> Complexity:
+        """Counted on the float architecture: torchinfo sees no MACs inside quantized modules."""
+        float_model = build(describe(self.model)) if self.quantized else self.model
+        n_bands = len(self.bands) if self.bands is not None else float_model.n_bands
+        return count_complexity(float_model, n_bands, self.hparams.n_frames, bits=8 if self.quantized else 32)
+
+    def report_extra(self, folder: Path) -> None:
+        quantizers = [name for name, _ in quantization.quantizers(self.model)]
+        (folder / "quantization.json").write_text(json.dumps(
+            {"calibration": self.hparams.calibration, "quantizers": quantizers, "history": self.history}, indent=2))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint[ASC_KEY]["history"] = self.history
+        if self.quantized:
+            checkpoint[ASC_KEY]["bits"] = 8
+            checkpoint[MODELOPT_KEY] = quantization.modelopt_state(self.model)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get(ASC_KEY)
+        if saved is None:
+            raise AscError("checkpoint has no architecture description: not a checkpoint of this project")
+        self.model = build(saved["architecture"]).to(self.device)
+        self.bands = saved.get("bands")
+        self.history = list(saved.get("history", []))
+        if MODELOPT_KEY in checkpoint:
+            quantization.restore(self.model, checkpoint[MODELOPT_KEY])
+            self.quantized = True
+
+
+class QAT(Callback):
+    """Quantize and calibrate when training starts (the report applies QAT after pruning)."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: QATStage) -> None:
+        if pl_module.quantized:
+            return
+        batches = []
+        for batch in trainer.datamodule.train_dataloader():
+            batches.append(pl_module.select_bands(batch["x"]))
+            if len(batches) >= pl_module.hparams.calibration_batches:
+                break
+        pl_module.quantize(batches)
+        trainer.strategy.setup_optimizers(trainer)
+        print(f"QAT: {len(quantization.quantizers(pl_module.model))} quantizers calibrated "
+              f"({pl_module.hparams.calibration}) on {len(batches)} batches; {pl_module.complexity()}")
+
+
+class OnnxModel(SceneModule):
+    """Evaluates an exported ``.onnx`` network in onnxruntime with the same test report as a checkpoint.
+
+    Args:
+        onnx_path: the ``.onnx`` file written by ``asc export``; its sidecar JSON gives the bands.
+    """
+
+    def __init__(self, onnx_path: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        path = Path(onnx_path)
+        if not path.is_file():
+            raise AscError(f"model.onnx_path: {path} not found")
+        self.path = path
+        sidecar = path.with_suffix(".json")
+        self.front_end = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+        self.bands = self.front_end.get("bands")
+        self.model = nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits = quantization.run_onnx(self.path, self.select_bands(x).cpu().numpy().astype(np.float32))
+        return torch.from_numpy(logits).to(x.device)
+
+    def report_complexity(self) -> dict[str, Any]:
+        return self.front_end.get("complexity", {"params": 0, "macs": 0, "bits": 0})
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        raise AscError("an ONNX model is evaluated, not trained")
