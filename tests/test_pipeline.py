@@ -98,15 +98,15 @@ def test_offline_sweep_searches_both_learning_rates(mini_root: Path, tmp_path: P
     configs = tiny_configs(tmp_path / "configs")
     linear = tmp_path / "linear"
     sweep = yaml.safe_load((Path(__file__).parents[1] / "sweeps" / "feature_selection.yaml").read_text())
-    sweep["method"] = "random"
+    sweep["method"] = "grid"  # deterministic proposals; the real files use bayes
     sweep["command"][3] = str(configs / "linear.yaml")
-    sweep["parameters"] = {"model.lr": sweep["parameters"]["model.primal_lr"], "model.l1": {"values": [0.0, 0.01]}}
+    sweep["parameters"] = {"model.lr": {"values": [0.01, 0.02]}, "model.l1": {"values": [0.001]}}
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
     assert main(["sweep", str(tmp_path / "sweep.yaml"), "--count", "2", "--out", str(linear), "--",
                  "--data.root", str(mini_root)]) == 0
     results = json.loads((linear / "sweep_results.json").read_text())
     assert len(results) == 2 and all(0 <= r["val/accuracy"] <= 1 for r in results)
-    assert len({r["model.lr"] for r in results}) == 2
+    assert {r["model.lr"] for r in results} == {0.01, 0.02}
 
 
 def test_notebook_reads_the_reports(tmp_path: Path) -> None:
