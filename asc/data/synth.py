@@ -29,7 +29,10 @@ Why time-reversed scene pairs
     scenes (park: high bird-like FM chirps over wind; metro_station: hall noise, ventilation hum and
     warning beeps) differ in spectral envelope, which the moments model does see. With per-location
     level, event rate, pitch and tilt, per-clip event times and levels, clips without events and device
-    colouring, the moments model lands around half right and a CNN clearly above it.
+    colouring, the moments model lands around half right and a CNN clearly above it (on the demo preset,
+    seed 0: logistic regression on the 5 x 256 moments 51 % on evaluate, a 4-layer CNN on the log-mel 93 %).
+    A slice's random draws do not depend on its scene, so one clip identity rendered as both scenes of a
+    pair gives the same background with the event layer played forwards and backwards (the tests use this).
 
 Determinism
     Every random draw comes from a numpy generator seeded by ``SeedSequence([seed, sha256(key)])`` for a
@@ -75,6 +78,7 @@ CITIES: tuple[str, ...] = (
 #: Written first into a dataset root; lets ``synthesize`` overwrite its own output but nothing else.
 MARKER_FILE = ".asc_synth.json"
 GENERATOR_VERSION = 1
+_GENERATOR = "asc.data.synth"
 SPLITS: tuple[str, ...] = ("train", "evaluate")
 #: Scene pairs whose event layers are time reversals of each other (same per-band moments over time).
 REVERSED_PAIRS: tuple[tuple[str, str], ...] = (
@@ -283,7 +287,7 @@ def _place(seed: int, clip: ClipName) -> _Place:
     """The location's parameters, drawn from its identifier alone."""
     rng = _rng(seed, f"location/{clip.identifier}")
     return _Place(
-        level_db=float(rng.uniform(-34.0, -22.0)),
+        level_db=float(rng.uniform(-38.0, -26.0)),
         snr_db=float(rng.uniform(-6.0, 4.0)),
         rate=float(rng.uniform(0.5, 1.5)),
         pitch=float(2.0 ** rng.uniform(-0.3, 0.3)),
@@ -298,8 +302,9 @@ def _db_curve(points: Sequence[tuple[float, float]]) -> np.ndarray:
     return np.interp(_OCTAVES, np.log2(np.asarray(hz) / 1000.0), np.asarray(db))
 
 
-def _gain(points: Sequence[tuple[float, float]]) -> np.ndarray:
-    """Linear magnitude response of a dB curve."""
+@functools.lru_cache(maxsize=32)
+def _gain(points: tuple[tuple[float, float], ...]) -> np.ndarray:
+    """Linear magnitude response of a dB curve (cached: each recipe uses a few fixed curves)."""
     return 10.0 ** (_db_curve(points) / 20.0)
 
 
@@ -344,9 +349,9 @@ def _harmonics(phase: np.ndarray, amplitudes: Sequence[float]) -> np.ndarray:
     return out
 
 
-def _event_gains(rng: np.random.Generator, place: _Place, n: int) -> np.ndarray:
-    """Peak amplitudes of ``n`` events around the location's SNR, with 4 dB of spread per event."""
-    return 10.0 ** ((place.snr_db + rng.normal(0.0, 4.0, n)) / 20.0)
+def _event_gains(rng: np.random.Generator, place: _Place, n: int, offset_db: float = 0.0) -> np.ndarray:
+    """Peak amplitudes of ``n`` events around the location's SNR (plus a per-recipe offset), 4 dB spread."""
+    return 10.0 ** ((place.snr_db + offset_db + rng.normal(0.0, 4.0, n)) / 20.0)
 
 
 def _onsets(rng: np.random.Generator, rate: float, longest: float) -> np.ndarray:
@@ -363,7 +368,7 @@ def _decay_envelope(n: int, attack_s: float, tau_s: float) -> np.ndarray:
 
 def _whine(rng: np.random.Generator, place: _Place) -> tuple[np.ndarray, np.ndarray]:
     """Metro / tram: low rumble, plus motor whines sweeping up an octave with a sharp start and decay."""
-    background = _shaped_noise(rng, _gain([(20, 0), (80, 3), (250, -6), (1000, -22), (4000, -38), (16000, -60)]))
+    background = _shaped_noise(rng, _gain(((20, 0), (80, 3), (250, -6), (1000, -22), (4000, -38), (16000, -60))))
     background *= _modulation(rng, 3.0, 0.3)
     events = np.zeros(N_SAMPLES)
     onsets = _onsets(rng, 1.8 * place.rate, 0.7)
@@ -380,7 +385,7 @@ def _whine(rng: np.random.Generator, place: _Place) -> tuple[np.ndarray, np.ndar
 
 def _engine(rng: np.random.Generator, place: _Place) -> tuple[np.ndarray, np.ndarray]:
     """Bus / street traffic: broadband traffic noise, plus an engine whose revs rise slowly and drop at once."""
-    background = _shaped_noise(rng, _gain([(20, -6), (100, 0), (400, -4), (1500, -12), (5000, -24), (16000, -45)]))
+    background = _shaped_noise(rng, _gain(((20, -6), (100, 0), (400, -4), (1500, -12), (5000, -24), (16000, -45))))
     background *= _modulation(rng, 2.0, 0.25)
     t = np.arange(N_SAMPLES) / SAMPLE_RATE
     period = 0.5 * place.tempo * rng.uniform(0.85, 1.15)
@@ -389,39 +394,44 @@ def _engine(rng: np.random.Generator, place: _Place) -> tuple[np.ndarray, np.nda
         cycle = np.full(N_SAMPLES, 0.5)
     frequency = 60.0 * place.pitch * 2.0 ** (0.9 * cycle)
     phase = 2.0 * np.pi * np.cumsum(frequency) / SAMPLE_RATE + rng.uniform(0, 2 * np.pi)
-    gain = _event_gains(rng, place, 1)[0]
-    events = gain * (0.3 + 0.7 * cycle) * _harmonics(phase, (1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1))
+    gain = _event_gains(rng, place, 1, 5.0)[0]
+    events = gain * (0.2 + 0.8 * cycle) * _harmonics(phase, (1.0, 0.8, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1))
     return background, events
+
+
+_STRIKE = int(0.02 * SAMPLE_RATE)
 
 
 def _chime(rng: np.random.Generator, place: _Place) -> tuple[np.ndarray, np.ndarray]:
     """Airport / shopping mall: babble, plus bell chimes with a sharp attack and a long decay."""
-    background = _shaped_noise(rng, _gain([(60, -30), (150, -6), (400, 0), (1000, -2), (2500, -12), (6000, -28),
-                                           (16000, -50)]))
+    background = _shaped_noise(rng, _gain(((60, -30), (150, -6), (400, 0), (1000, -2), (2500, -12), (6000, -28),
+                                           (16000, -50))))
     background *= _modulation(rng, 5.0, 0.35)
     events = np.zeros(N_SAMPLES)
     onsets = _onsets(rng, 1.5 * place.rate, 1.0)
-    for onset, gain in zip(onsets, _event_gains(rng, place, onsets.size), strict=True):
+    for onset, gain in zip(onsets, _event_gains(rng, place, onsets.size, 8.0), strict=True):
         tau = rng.uniform(0.2, 0.45)
         n = int(min(5.0 * tau, 1.0) * SAMPLE_RATE)
         t = np.arange(n) / SAMPLE_RATE
         base = 700.0 * place.pitch * 2.0 ** rng.uniform(-0.4, 0.4)
         partials = sum(a * np.sin(2 * np.pi * base * r * t) for r, a in ((1.0, 1.0), (2.76, 0.5), (5.4, 0.25)))
-        _add(events, gain * _decay_envelope(n, 0.003, tau) * partials, int(onset * SAMPLE_RATE))
+        strike = np.zeros(n)  # the broadband click of the striker, at the sharp end of the ring
+        strike[:_STRIKE] = rng.standard_normal(_STRIKE) * np.exp(-np.arange(_STRIKE) / (0.004 * SAMPLE_RATE))
+        _add(events, gain * (_decay_envelope(n, 0.003, tau) * partials + strike), int(onset * SAMPLE_RATE))
     return background, events
 
 
 def _impacts(rng: np.random.Generator, place: _Place) -> tuple[np.ndarray, np.ndarray]:
     """Street pedestrian / public square: street noise, plus a walking rhythm of reverberant impacts."""
-    background = _shaped_noise(rng, _gain([(30, -10), (150, -3), (600, 0), (2000, -6), (6000, -18), (16000, -40)]))
+    background = _shaped_noise(rng, _gain(((30, -10), (150, -3), (600, 0), (2000, -6), (6000, -18), (16000, -40))))
     background *= _modulation(rng, 2.0, 0.2)
-    carrier = _shaped_noise(rng, _gain([(100, -30), (400, -6), (800, 0), (2500, 0), (6000, -15), (16000, -40)]))
+    carrier = _shaped_noise(rng, _gain(((100, -30), (400, -6), (800, 0), (2500, 0), (6000, -15), (16000, -40))))
     envelope = np.zeros(N_SAMPLES)
     if rng.uniform() < 0.9:  # sometimes nobody walks by
         period = 0.45 * place.tempo * rng.uniform(0.85, 1.15)
         onsets = np.arange(rng.uniform(-1.0, -1.0 + period), CLIP_SECONDS, period)
         onsets += rng.normal(0.0, 0.04, onsets.size)
-        for onset, gain in zip(onsets, _event_gains(rng, place, onsets.size), strict=True):
+        for onset, gain in zip(onsets, _event_gains(rng, place, onsets.size, 4.0), strict=True):
             _add(envelope, gain * _decay_envelope(int(0.6 * SAMPLE_RATE), 0.002, rng.uniform(0.1, 0.2)),
                  int(onset * SAMPLE_RATE))
     return background, carrier * envelope
@@ -429,7 +439,7 @@ def _impacts(rng: np.random.Generator, place: _Place) -> tuple[np.ndarray, np.nd
 
 def _birds(rng: np.random.Generator, place: _Place) -> tuple[np.ndarray, np.ndarray]:
     """Park: quiet wind and distant traffic, plus high, short FM chirps in both directions."""
-    background = _shaped_noise(rng, _gain([(20, 0), (100, -6), (500, -20), (2000, -30), (8000, -45), (16000, -55)]))
+    background = _shaped_noise(rng, _gain(((20, 0), (100, -6), (500, -20), (2000, -30), (8000, -45), (16000, -55))))
     background *= _modulation(rng, 1.5, 0.4)
     events = np.zeros(N_SAMPLES)
     onsets = _onsets(rng, 4.0 * place.rate, 0.15)
@@ -444,7 +454,7 @@ def _birds(rng: np.random.Generator, place: _Place) -> tuple[np.ndarray, np.ndar
 
 def _beeps(rng: np.random.Generator, place: _Place) -> tuple[np.ndarray, np.ndarray]:
     """Metro station: reverberant hall noise with ventilation hum, plus trains of warning beeps."""
-    background = _shaped_noise(rng, _gain([(30, -8), (120, 0), (500, -2), (1500, -10), (4000, -22), (16000, -45)]))
+    background = _shaped_noise(rng, _gain(((30, -8), (120, 0), (500, -2), (1500, -10), (4000, -22), (16000, -45))))
     t = np.arange(N_SAMPLES) / SAMPLE_RATE
     background += 0.4 * _harmonics(2 * np.pi * 100.0 * t + rng.uniform(0, 2 * np.pi), (1.0, 0.6, 0.4, 0.2))
     events = np.zeros(N_SAMPLES)
@@ -479,7 +489,7 @@ def _scene_signal(seed: int, clip: ClipName) -> tuple[np.ndarray, _Place]:
     """The sound field of one slice (before any microphone), shared by all devices of that slice."""
     place = _place(seed, clip)
     recipe, reverse = RECIPES[clip.scene]
-    rng = _rng(seed, f"slice/{clip.scene}-{clip.identifier}-{clip.segment}-{clip.slice}")
+    rng = _rng(seed, f"slice/{clip.identifier}-{clip.segment}-{clip.slice}")  # no scene: see render_recording
     background, events = recipe(rng, place)
     if reverse:
         events = events[::-1]
@@ -492,8 +502,7 @@ class _Device:
 
     response: np.ndarray  # complex frequency response (includes the impulse response of simulated devices)
     gain_db: float
-    noise_db: float  # self-noise relative to the clip RMS
-    noise_tilt: float  # self-noise slope in dB per octave
+    noise_gain: np.ndarray  # self-noise magnitude spectrum, scaled so that unit-variance draws give the noise level
     threshold_db: float  # compressor threshold relative to the clip RMS (simulated devices)
     ratio: float  # compressor ratio; 1 for no compression
 
@@ -516,28 +525,36 @@ def _device(seed: int, name: str) -> _Device:
     simulated = name in _SIMULATED
     if simulated:  # a short room/enclosure impulse response: direct path plus a decaying noise tail
         n = int(0.008 * SAMPLE_RATE)
-        impulse = 0.3 * rng.standard_normal(n) * np.exp(-np.arange(n) / (0.0015 * SAMPLE_RATE))
+        impulse = 0.1 * rng.standard_normal(n) * np.exp(-np.arange(n) / (0.0015 * SAMPLE_RATE))
         impulse[0] = 1.0
         response *= np.fft.rfft(impulse, n=N_SAMPLES)
     return _Device(
         response=response,
         gain_db=0.0 if name == "a" else float(rng.uniform(-4.0, 4.0)),
-        noise_db=float(rng.uniform(-45.0, -30.0) if name != "a" else -60.0),
-        noise_tilt=float(rng.uniform(-3.0, 1.0)),
+        noise_gain=_noise_gain(float(rng.uniform(-45.0, -30.0) if name != "a" else -60.0), rng.uniform(-3.0, 1.0)),
         threshold_db=float(rng.uniform(-3.0, 6.0)) if simulated else 0.0,
         ratio=float(rng.uniform(2.0, 6.0)) if simulated else 1.0,
     )
+
+
+def _noise_gain(level_db: float, tilt_db: float) -> np.ndarray:
+    """Magnitudes whose complex-Gaussian draws have an expected RMS of ``level_db`` (re 1) and the given slope."""
+    gain = 10.0 ** (tilt_db * _OCTAVES / 20.0)
+    expected_rms = np.sqrt(2.0 * 2.0 * np.sum(np.square(gain))) / N_SAMPLES  # E|z|^2 = 2 per bin
+    return gain * (10.0 ** (level_db / 20.0) / expected_rms)
+
+
+_HALF_WIDTH = int(0.005 * SAMPLE_RATE)
+_WINDOW_LO = np.clip(np.arange(N_SAMPLES) - _HALF_WIDTH, 0, N_SAMPLES)
+_WINDOW_HI = np.clip(np.arange(N_SAMPLES) + _HALF_WIDTH + 1, 0, N_SAMPLES)
 
 
 def _compress(x: np.ndarray, threshold_db: float, ratio: float) -> np.ndarray:
     """Static compressor on a centred 10-ms RMS envelope (symmetric, so reversal pairs stay symmetric)."""
     if ratio <= 1.0:
         return x
-    width = int(0.01 * SAMPLE_RATE)
     power = np.concatenate(([0.0], np.cumsum(np.square(x))))
-    lo = np.clip(np.arange(x.size) - width // 2, 0, x.size)
-    hi = np.clip(np.arange(x.size) + width // 2 + 1, 0, x.size)
-    envelope = np.sqrt((power[hi] - power[lo]) / (hi - lo) + 1e-20)
+    envelope = np.sqrt((power[_WINDOW_HI] - power[_WINDOW_LO]) / (_WINDOW_HI - _WINDOW_LO) + 1e-20)
     threshold = _rms(x) * 10.0 ** (threshold_db / 20.0)
     gain = np.minimum(1.0, (envelope / threshold) ** (1.0 / ratio - 1.0))
     y = x * gain
@@ -545,22 +562,20 @@ def _compress(x: np.ndarray, threshold_db: float, ratio: float) -> np.ndarray:
 
 
 def _spectrum_rms(spectrum: np.ndarray) -> float:
-    """RMS of ``irfft(spectrum)`` by Parseval, without the inverse transform."""
-    power = 2.0 * np.sum(np.square(np.abs(spectrum))) - abs(spectrum[0]) ** 2 - abs(spectrum[-1]) ** 2
-    return float(np.sqrt(power) / N_SAMPLES + 1e-20)
+    """RMS of ``irfft(spectrum)`` by Parseval, without the inverse transform (nor BLAS, slow when cores are busy)."""
+    power = 2.0 * np.sum(np.square(spectrum.view(np.float64))) - abs(spectrum[0]) ** 2 - abs(spectrum[-1]) ** 2
+    return float(np.sqrt(max(power, 0.0)) / N_SAMPLES + 1e-20)
 
 
 def _with_self_noise(spectrum: np.ndarray, device: _Device, rng: np.random.Generator) -> np.ndarray:
     """Add the device's own noise floor (relative to the clip's level, with its own slope) to a spectrum."""
-    gain = 10.0 ** (device.noise_tilt * _OCTAVES / 20.0)
-    noise = (rng.standard_normal(gain.size) + 1j * rng.standard_normal(gain.size)) * gain
-    return spectrum + noise * (_spectrum_rms(spectrum) / _spectrum_rms(noise) * 10.0 ** (device.noise_db / 20.0))
+    noise = rng.standard_normal(2 * spectrum.size).view(np.complex128) * device.noise_gain
+    return spectrum + noise * _spectrum_rms(spectrum)
 
 
 def _microphone(spectrum: np.ndarray, device: _Device, rng: np.random.Generator, scale: float) -> np.ndarray:
-    """A real device (a, b, c) recording the sound field: its response, sensitivity and self-noise."""
-    coloured = spectrum * device.response * (scale * 10.0 ** (device.gain_db / 20.0))
-    return np.fft.irfft(_with_self_noise(coloured, device, rng), n=N_SAMPLES)
+    """A real device (a, b, c) hearing the sound field: the spectrum of its clip (response, sensitivity, noise)."""
+    return _with_self_noise(spectrum * device.response * (scale * 10.0 ** (device.gain_db / 20.0)), device, rng)
 
 
 def _simulate(a_spectrum: np.ndarray, a_rms: float, device: _Device, rng: np.random.Generator) -> np.ndarray:
@@ -574,7 +589,9 @@ def render_recording(seed: int, clip: ClipName, devices: Sequence[str]) -> dict[
     """The float64 waveforms of one slice on the given devices.
 
     a, b and c hear the same sound field (the background at the location's level, events on top);
-    s1-s6 are made from a's recorded clip, which is rendered even when a itself is not requested.
+    s1-s6 are made from a's clip (its spectrum), which is rendered even when a itself is not requested.
+    A slice's random draws depend on its location, segment and slice but not on its scene, so the same
+    identity rendered as the two scenes of a reversed pair differs only in the direction of the event layer.
     """
     field, place = _scene_signal(seed, clip)
     level_db = place.level_db + _rng(seed, f"segment/{clip.identifier}-{clip.segment}").normal(0.0, 1.5)
@@ -584,16 +601,16 @@ def render_recording(seed: int, clip: ClipName, devices: Sequence[str]) -> dict[
     def rng_of(name: str) -> np.random.Generator:
         return _rng(seed, f"clip/{dataclasses.replace(clip, device=name).filename}")
 
-    recorded_a = _microphone(spectrum, _device(seed, "a"), rng_of("a"), scale)
-    a_spectrum, a_rms = np.fft.rfft(recorded_a), _rms(recorded_a)
+    a_spectrum = _microphone(spectrum, _device(seed, "a"), rng_of("a"), scale)
+    a_rms = _spectrum_rms(a_spectrum)
     out: dict[str, np.ndarray] = {}
     for name in devices:
         if name == "a":
-            out[name] = recorded_a
+            out[name] = np.fft.irfft(a_spectrum, n=N_SAMPLES)
         elif name in _SIMULATED:
             out[name] = _simulate(a_spectrum, a_rms, _device(seed, name), rng_of(name))
         else:
-            out[name] = _microphone(spectrum, _device(seed, name), rng_of(name), scale)
+            out[name] = np.fft.irfft(_microphone(spectrum, _device(seed, name), rng_of(name), scale), n=N_SAMPLES)
     return out
 
 
@@ -664,7 +681,7 @@ def _prepare_root(root: Path, spec: SynthSpec, seed: int) -> None:
     if root.exists():
         if not root.is_dir():
             raise AscError(f"{root}: exists and is not a directory; refusing to write a dataset there")
-        if any(root.iterdir()) and not marker.is_file():
+        if any(root.iterdir()) and not _is_synth_marker(marker):
             raise AscError(f"{root}: directory is not empty and was not written by asc synth; refusing to overwrite")
     for path in _csv_files(root):  # CSVs first: a dataset without them is visibly incomplete
         path.unlink(missing_ok=True)
@@ -673,8 +690,16 @@ def _prepare_root(root: Path, spec: SynthSpec, seed: int) -> None:
     _write_marker(root, spec, seed, complete=False)
 
 
+def _is_synth_marker(path: Path) -> bool:
+    """True when ``path`` is the marker file of a dataset written by this module."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("generator") == _GENERATOR
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _write_marker(root: Path, spec: SynthSpec, seed: int, *, complete: bool) -> None:
-    payload = {"generator": "asc.data.synth", "version": GENERATOR_VERSION, "seed": seed,
+    payload = {"generator": _GENERATOR, "version": GENERATOR_VERSION, "seed": seed,
                "spec": dataclasses.asdict(spec), "complete": complete}
     (root / MARKER_FILE).write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
 

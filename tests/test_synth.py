@@ -1,0 +1,274 @@
+"""The built-in dataset (asc.data.synth): the real layout, audio format, split rules, determinism and scene design."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import librosa
+import numpy as np
+import pytest
+import soundfile
+
+from asc.data import synth
+from asc.data.layout import (
+    DEVICE_GROUPS,
+    DEVICES,
+    FOLD_COLUMNS,
+    FOLD_FILES,
+    META_COLUMNS,
+    META_FILE,
+    OFFICIAL_SIZES,
+    SAMPLE_RATE,
+    SCENES,
+    UNSEEN_DEVICES,
+    ClipName,
+    parse_clip_name,
+)
+from asc.data.synth import SynthSpec, plan, synthesize
+from asc.errors import AscError
+
+#: 180 clips: one train and one evaluate location per scene, one all-device segment each.
+SMALL = SynthSpec(train_locations=1, evaluate_locations=1, segments_per_location=1, slices_per_segment=1)
+
+
+def read_tsv(path: Path) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of a tab-separated file, split by hand so that the separator itself is checked."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return lines[0].split("\t"), [line.split("\t") for line in lines[1:]]
+
+
+def digests(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root``, by relative path."""
+    files = (path for path in root.rglob("*") if path.is_file())
+    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, int]]:
+    root = tmp_path_factory.mktemp("synth") / "tiny"
+    return root, synthesize(root, SynthSpec.preset("tiny"), seed=0, workers=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def meta(tiny: tuple[Path, dict[str, int]]) -> list[list[str]]:
+    return read_tsv(tiny[0] / META_FILE)[1]
+
+
+def fold_names(root: Path, split: str) -> list[str]:
+    return [row[0] for row in read_tsv(root / FOLD_FILES[split])[1]]
+
+
+def test_headers_and_counts(tiny: tuple[Path, dict[str, int]]) -> None:
+    root, counts = tiny
+    header, rows = read_tsv(root / META_FILE)
+    assert header == list(META_COLUMNS) and all(len(row) == len(META_COLUMNS) for row in rows)
+    sizes = {"meta": len(rows)}
+    for split, name in FOLD_FILES.items():
+        header, fold = read_tsv(root / name)
+        assert header == list(FOLD_COLUMNS[split])
+        assert all(len(row) == len(FOLD_COLUMNS[split]) for row in fold)
+        sizes[split] = len(fold)
+    assert sizes == counts == {"meta": 660, "train": 320, "evaluate": 180, "test": 180}
+    assert [row[0] for row in rows] == [row.clip.filename for row in plan(SynthSpec.preset("tiny"), seed=0)]
+
+
+def test_every_listed_file_is_one_second_of_24_bit_mono(tiny: tuple[Path, dict[str, int]], meta) -> None:
+    root = tiny[0]
+    for filename, *_ in meta:
+        info = soundfile.info(str(root / filename))
+        assert (info.samplerate, info.channels, info.frames, info.subtype, info.format) == (
+            SAMPLE_RATE, 1, SAMPLE_RATE, "PCM_24", "WAV"), filename
+    assert sorted(p.name for p in (root / "audio").iterdir()) == sorted(row[0].split("/")[1] for row in meta)
+
+
+def test_names_agree_with_columns(tiny: tuple[Path, dict[str, int]], meta) -> None:
+    scene_of = {}
+    for filename, scene, identifier, device in meta:
+        clip = parse_clip_name(filename)
+        assert filename.startswith("audio/")
+        assert (clip.scene, clip.identifier, clip.device) == (scene, identifier, device)
+        assert clip.city in synth.CITIES and clip.location.isdigit() and clip.segment.isdigit()
+        assert 0 <= int(clip.slice) <= 9
+        scene_of[filename] = scene
+    for split in ("train", "evaluate"):
+        for filename, scene in read_tsv(tiny[0] / FOLD_FILES[split])[1]:
+            assert scene_of[filename] == scene
+
+
+def test_split_rules_of_the_real_set(tiny: tuple[Path, dict[str, int]], meta) -> None:
+    root = tiny[0]
+    train, evaluate = fold_names(root, "train"), fold_names(root, "evaluate")
+    assert fold_names(root, "test") == evaluate
+    train_devices = Counter(parse_clip_name(name).device for name in train)
+    evaluate_devices = Counter(parse_clip_name(name).device for name in evaluate)
+    assert not set(UNSEEN_DEVICES) & set(train_devices)
+    assert set(evaluate_devices) == set(DEVICES) and set(train_devices) == set(DEVICES) - set(UNSEEN_DEVICES)
+    assert {row[3] for row in meta} == set(DEVICES)
+    for names in (train, evaluate, [row[0] for row in meta]):
+        assert {parse_clip_name(name).scene for name in names} == set(SCENES)
+    locations = {split: {parse_clip_name(n).identifier for n in names} for split, names in
+                 (("train", train), ("evaluate", evaluate))}
+    assert not locations["train"] & locations["evaluate"]
+    assert len(meta) > len(train) + len(evaluate)  # s4-s6 of train locations: in meta.csv, in no fold
+
+
+def test_same_seed_same_bytes_for_any_worker_count_and_own_output_is_overwritten(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    synthesize(first, SMALL, seed=3, workers=1, progress=False)
+    synthesize(second, SMALL, seed=3, workers=2, progress=False)
+    same = digests(first)
+    assert same == digests(second) and len(same) == 180 + 4 + 1  # WAVs, CSVs, marker
+    synthesize(first, SMALL, seed=4, workers=1, progress=False)  # overwriting its own output is allowed
+    other = digests(first)
+    assert other["meta.csv"] != same["meta.csv"]
+    wavs = {name: digest for name, digest in other.items() if name.endswith(".wav")}
+    assert len(wavs) == 180 and not set(wavs.values()) & set(same.values())  # and no stale file is left
+
+
+def test_refuses_foreign_data(tmp_path: Path) -> None:
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(AscError, match=str(foreign)):
+        synthesize(foreign, SMALL, progress=False)
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+    with pytest.raises(AscError, match="not a directory"):
+        synthesize(foreign / "notes.txt", SMALL, progress=False)
+
+
+def test_full_plan_has_the_official_sizes() -> None:
+    rows = plan(SynthSpec.preset("full"))
+    splits = Counter(row.split for row in rows)
+    assert {"meta": len(rows), "train": splits["train"], "evaluate": splits["evaluate"]} == OFFICIAL_SIZES
+    assert len({row.clip.filename for row in rows}) == len(rows)
+    train_devices = Counter(row.clip.device for row in rows if row.split == "train")
+    assert 0.70 < train_devices["a"] / splits["train"] < 0.76  # 73 % in the real set
+    assert not set(UNSEEN_DEVICES) & set(train_devices)
+    by_split = {s: {row.clip.identifier for row in rows if row.split == s} for s in ("train", "evaluate")}
+    assert not by_split["train"] & by_split["evaluate"]
+
+
+def test_demo_is_proportioned_like_the_real_set() -> None:
+    rows = plan(SynthSpec.preset("demo"))
+    splits = Counter(row.split for row in rows)
+    assert 3000 <= len(rows) <= 5000
+    assert 0.5 < splits["train"] / len(rows) < 0.65 and 0.1 < splits["evaluate"] / len(rows) < 0.16
+    train_devices = Counter(row.clip.device for row in rows if row.split == "train")
+    assert 0.65 < train_devices["a"] / splits["train"] < 0.8
+    others = [train_devices[d] for d in ("b", "c", "s1", "s2", "s3")]
+    assert max(others) == min(others)
+
+
+def test_spec_presets_scaling_and_errors() -> None:
+    full = SynthSpec.preset("full")
+    small = full.scaled(0.01)
+    assert (small.train_locations, small.evaluate_locations, small.sizes) == (1, 1, None)
+    assert full.scaled(2.0).train_locations == 2 * full.train_locations
+    with pytest.raises(AscError, match="huge"):
+        SynthSpec.preset("huge")
+    with pytest.raises(AscError):
+        dataclasses.replace(SMALL, train_parallel=2)
+    with pytest.raises(AscError):
+        plan(SMALL, seed=-1)
+
+
+def fluctuation_correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Correlation of two clips' log-mel fluctuations (each band minus its mean over time).
+
+    Unlike the raw waveform correlation it is insensitive to the device's colouring (band limits, EQ), so it
+    measures whether two clips carry the same events at the same times.
+    """
+    fx, fy = (s - s.mean(axis=1, keepdims=True) for s in (logmel(x), logmel(y)))
+    return float(np.corrcoef(fx.ravel(), fy.ravel())[0, 1])
+
+
+def test_simulated_devices_are_made_from_device_a(tiny: tuple[Path, dict[str, int]], meta) -> None:
+    root = tiny[0]
+    clips = [parse_clip_name(row[0]) for row in meta]
+    a_clips = {(c.identifier, c.segment, c.slice): c for c in clips if c.device == "a"}
+    simulated = [c for c in clips if c.device.startswith("s")][::7]
+    assert {c.device for c in simulated} == set(DEVICE_GROUPS["seen_simulated"] + UNSEEN_DEVICES)
+    for clip in simulated:
+        same = a_clips[(clip.identifier, clip.segment, clip.slice)]
+        other = next(a for key, a in a_clips.items() if key[0] == clip.identifier and a != same)
+        audio, a_same, a_other = (soundfile.read(str(root / c.filename))[0] for c in (clip, same, other))
+        r_same, r_other = fluctuation_correlation(audio, a_same), fluctuation_correlation(audio, a_other)
+        assert r_same > 0.8 and r_other < 0.5, (clip.filename, r_same, r_other)
+        assert np.corrcoef(audio, a_same)[0, 1] > np.corrcoef(audio, a_other)[0, 1] + 0.1  # the waveform too
+
+
+# ------------------------------------------------------------------- scene design: time-reversed pairs
+
+MEL = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=2048, n_mels=64, fmax=8000).astype(np.float32)
+WINDOW = np.hanning(2048).astype(np.float32)
+
+
+def logmel(x: np.ndarray) -> np.ndarray:
+    """64-band log-mel, 46-ms Hann window, 20-ms hop: bands x frames."""
+    frames = np.lib.stride_tricks.sliding_window_view(x.astype(np.float32), 2048)[::882] * WINDOW
+    return np.log(MEL @ np.square(np.abs(np.fft.rfft(frames, axis=1))).T.astype(np.float32) + 1e-10)
+
+
+def band_moments(s: np.ndarray) -> np.ndarray:
+    """Mean, variance, skewness and kurtosis over time of each band: blind to the order of frames."""
+    centred = s - s.mean(axis=1, keepdims=True)
+    variance = np.mean(centred**2, axis=1)
+    z = centred / np.sqrt(variance)[:, None]
+    return np.concatenate([s.mean(axis=1), variance, np.mean(z**3, axis=1), np.mean(z**4, axis=1)])
+
+
+def onset_skewness(s: np.ndarray) -> float:
+    """Skewness of frame-to-frame changes of the total log energy: > 0 for sharp onsets and slow decays."""
+    change = np.diff(np.log(np.exp(s).sum(axis=0)))
+    return float(np.mean(change**3) / np.mean(change**2) ** 1.5)
+
+
+def frequency_drift(s: np.ndarray) -> float:
+    """Correlation of the temporal change with minus the spectral slope: > 0 when spectral peaks move upwards."""
+    change = np.diff(s, axis=1)[1:-1]
+    slope = (s[2:, :-1] + s[2:, 1:] - s[:-2, :-1] - s[:-2, 1:]) / 2
+    return float(-np.mean(change * slope) / np.sqrt(np.mean(change**2) * np.mean(slope**2)))
+
+
+#: How each pair's forward scene is built: up-sweeping whines, and sharp-onset events (see the module docstring).
+TEMPORAL_STATISTIC: dict[str, Callable[[np.ndarray], float]] = {
+    "metro": frequency_drift,
+    "bus": lambda s: -onset_skewness(s),  # revs rise slowly and drop at once
+    "airport": onset_skewness,
+    "street_pedestrian": onset_skewness,
+}
+
+
+@pytest.fixture(scope="module")
+def matched_logmels() -> dict[str, list[np.ndarray]]:
+    """Device-a log-mels of 24 slices per scene, the same 24 slice identities (so the same random draws) for all.
+
+    A slice's random streams depend on its location, segment and slice but not on its scene, so the partner of
+    a scene in a reversed pair renders exactly the same background with the event layer played backwards.
+    """
+    names = [("lisbon", str(1000 + i), str(40000 + i), str(i % 10)) for i in range(24)]
+    return {scene: [logmel(synth.render_recording(0, ClipName(scene, *n, "a"), ["a"])["a"]) for n in names]
+            for scene in SCENES}
+
+
+@pytest.mark.parametrize(("forward", "backward"), synth.REVERSED_PAIRS)
+def test_reversed_pairs_share_band_moments_but_not_temporal_order(
+    matched_logmels: dict[str, list[np.ndarray]], forward: str, backward: str
+) -> None:
+    moments = {scene: np.array([band_moments(s) for s in clips]) for scene, clips in matched_logmels.items()}
+    pooled = np.concatenate(list(moments.values()))
+    centroid = {scene: ((m - pooled.mean(0)) / pooled.std(0)).mean(0) for scene, m in moments.items()}
+    within = np.linalg.norm(centroid[forward] - centroid[backward])
+    between = min(np.linalg.norm(centroid[forward] - centroid[c]) for c in SCENES if c not in (forward, backward))
+    assert within < 0.4 * between, (within, between)
+
+    statistic = TEMPORAL_STATISTIC[forward]
+    ahead = np.array([statistic(s) for s in matched_logmels[forward]])
+    behind = np.array([statistic(s) for s in matched_logmels[backward]])
+    difference = ahead - behind
+    t = difference.mean() / (difference.std() / np.sqrt(difference.size))
+    assert ahead.mean() > 0 > behind.mean() and t > 3.0, (ahead.mean(), behind.mean(), t)
