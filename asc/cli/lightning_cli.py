@@ -119,14 +119,24 @@ def fit_and_score(args: list[str], metric: str) -> float:
 
 
 def _run_cli(args: list[str]) -> AscCLI:
-    return AscCLI(
-        SceneModule,
-        DCASEDataModule,
-        subclass_mode_model=True,
-        save_config_callback=LogConfigCallback,
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False},
-        auto_configure_optimizers=False,
-        seed_everything_default=0,
-        args=None if args == sys.argv[1:] else args,  # avoids Lightning's warning when run as a script
-    )
+    """One LightningCLI run; its W&B run is finished so that the next stage of a pipeline or sweep
+    (same process) starts its own run instead of reusing this one."""
+    try:
+        return AscCLI(
+            SceneModule,
+            DCASEDataModule,
+            subclass_mode_model=True,
+            save_config_callback=LogConfigCallback,
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False},
+            auto_configure_optimizers=False,
+            seed_everything_default=0,
+            args=None if args == sys.argv[1:] else args,  # avoids Lightning's warning when run as a script
+        )
+    finally:
+        _finish_wandb()
+
+
+def _finish_wandb() -> None:
+    if "wandb" in sys.modules and sys.modules["wandb"].run is not None:
+        sys.modules["wandb"].finish()
