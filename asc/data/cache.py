@@ -138,7 +138,9 @@ def _init_worker() -> None:
 
 def compute_logmels(root: Path, filenames: Sequence[str], settings: FeatureSettings, issues: AudioIssues) -> np.ndarray:
     """Log-mels ``(len(filenames), n_mels, frames)`` as float32, loading and fixing the audio."""
-    front_end = _FRONT_ENDS.setdefault(settings, LogMel(settings))
+    front_end = _FRONT_ENDS.get(settings)
+    if front_end is None:  # one mel matrix per process and settings
+        front_end = _FRONT_ENDS[settings] = LogMel(settings)
     waves = np.stack([
         load_clip(root / name, sample_rate=settings.sample_rate, seconds=settings.clip_seconds, issues=issues,
                   name=name)
