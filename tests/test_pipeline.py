@@ -132,3 +132,27 @@ def test_notebook_reads_the_reports(tmp_path: Path) -> None:
         del os.environ["ASC_RUNS"]
     outputs = "".join(o.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs)
     assert "2 test report(s)" in outputs and "Pruned" in outputs and "2 confusion matrices" in outputs
+
+
+def test_tensorrt_engine_needs_tensorrt_and_a_gpu(tmp_path: Path) -> None:
+    """Without TensorRT (CPU machines: it is not on PyPI) ``--engine`` ends in one line naming what is missing."""
+    from asc.cli.export import build_engine
+    from asc.errors import AscError
+
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        with pytest.raises(AscError, match=r"--engine: TensorRT is not installed .*the ONNX file was written"):
+            build_engine(tmp_path / "model.onnx", tmp_path / "model.plan", 192, 34)
+        return
+    if not torch.cuda.is_available():
+        with pytest.raises(AscError, match=r"--engine: TensorRT needs a CUDA GPU"):
+            build_engine(tmp_path / "model.onnx", tmp_path / "model.plan", 192, 34)
+        return
+    from asc.compress.quantization import export_onnx
+    from asc.models import BCResNet, MomentsLinear, Tandem
+
+    model = Tandem(MomentsLinear(64), BCResNet(n_bands=64, width=1), zero_init=False).eval()
+    export_onnx(model, torch.zeros(1, 1, 64, 34), tmp_path / "model.onnx")
+    build_engine(tmp_path / "model.onnx", tmp_path / "model.plan", 64, 34)
+    assert (tmp_path / "model.plan").stat().st_size > 0
