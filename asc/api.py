@@ -17,7 +17,11 @@ def load_model(ckpt: str | Path) -> nn.Module:
     config is needed. Its input is the log-mel of ``checkpoint_bands(ckpt)`` (all bands when None),
     shaped ``(batch, 1, bands, frames)``; its output is the 10 scene logits.
     """
-    checkpoint = read_checkpoint(ckpt)
+    return model_from_checkpoint(read_checkpoint(ckpt))
+
+
+def model_from_checkpoint(checkpoint: dict) -> nn.Module:
+    """The network of an already loaded checkpoint (callers that also need its metadata read it once)."""
     model = build(checkpoint[ASC_KEY]["architecture"])
     if "modelopt_state" in checkpoint:  # a QAT checkpoint: re-insert the quantizers before the weights
         from asc.compress.quantization import restore

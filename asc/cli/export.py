@@ -37,7 +37,7 @@ def front_end(checkpoint: dict, bands: list[int] | None, n_bands: int, frames: i
 
 def export(argv: Sequence[str]) -> int:
     """Write ``--out model.onnx`` (+ ``model.json``) from a checkpoint and check it in onnxruntime."""
-    from asc.api import checkpoint_bands, load_model
+    from asc.api import model_from_checkpoint
     from asc.compress import quantization
     from asc.compress.complexity import count_complexity
     from asc.models.architecture import build, describe
@@ -53,8 +53,8 @@ def export(argv: Sequence[str]) -> int:
     if not args.out.parent.is_dir():
         raise AscError(f"--out: folder {args.out.parent} does not exist")
     checkpoint = read_checkpoint(args.ckpt_path)
-    model = load_model(args.ckpt_path)
-    bands = checkpoint_bands(args.ckpt_path)
+    model = model_from_checkpoint(checkpoint)
+    bands = checkpoint[ASC_KEY].get("bands")
     n_bands = len(bands) if bands is not None else model.n_bands
     frames = checkpoint.get("hyper_parameters", {}).get("n_frames", 34)
     bits = checkpoint[ASC_KEY].get("bits", 32)

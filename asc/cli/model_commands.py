@@ -17,11 +17,11 @@ def complexity(argv: Sequence[str]) -> int:
     parser.add_argument("--frames", type=int, default=None, help="frames per clip (default: from the checkpoint, 34)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    from asc.api import load_model
+    from asc.api import model_from_checkpoint
 
     checkpoint = read_checkpoint(args.ckpt_path)
     saved = checkpoint[ASC_KEY]
-    model = load_model(args.ckpt_path)
+    model = model_from_checkpoint(checkpoint)
     bands = saved.get("bands")
     n_bands = len(bands) if bands is not None else model.n_bands
     frames = args.frames or checkpoint.get("hyper_parameters", {}).get("n_frames", 34)
