@@ -88,6 +88,27 @@ def test_reachability_finds_the_dead_branch() -> None:
     assert importances(groups, reach, norm="max")[1].tolist() == [2.0, 0.0]
 
 
+def test_tied_producers_combine_by_root_mean_square_or_maximum() -> None:
+    first, second = nn.Conv2d(1, 2, 1, bias=False), nn.Conv2d(1, 2, 1, bias=False)
+    with torch.no_grad():
+        first.weight.copy_(torch.tensor([3.0, 0.5]).view(2, 1, 1, 1))
+        second.weight.copy_(torch.tensor([4.0, 0.5]).view(2, 1, 1, 1))
+    groups = [ChannelGroup("tied", 2, [Producer("first", first, None), Producer("second", second, None)])]
+    assert importances(groups)[0].tolist() == pytest.approx([(25 / 2) ** 0.5, 0.5])
+    assert importances(groups, norm="max")[0].tolist() == [4.0, 0.5]
+
+
+def test_filters_of_equal_norm_rank_every_stage_alike() -> None:
+    """Stages of three blocks must not outrank stages of two just because more filters feed them."""
+    model = BCResNet(n_bands=64, width=2)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                module.weight.div_(module.weight.flatten(1).norm(dim=1).view(-1, 1, 1, 1))
+    scores = torch.cat(importances(bcresnet_graph(model)))
+    assert torch.allclose(scores, torch.ones_like(scores))
+
+
 def _trained_like(n_bands: int = 64, width: float = 2) -> BCResNet:
     torch.manual_seed(0)
     model = BCResNet(n_bands=n_bands, width=width).eval()

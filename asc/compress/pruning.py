@@ -5,8 +5,13 @@ because residual or broadcast additions tie them (in BC-ResNet: the input conv's
 stage, whose blocks add into one another). A group's *producers* are the convolutions writing its
 channels (dense, or depthwise reading the same channel of their input group) and the norms after them.
 
-- Importance of channel j: the Frobenius (or max) norm of all its producers' filters W[j, K, :, :] over
-  the input channels K that are *reachable* from earlier layers.
+- Importance of channel j: the Frobenius (or max) norm of its filters W[j, K, :, :] over the input
+  channels K that are *reachable* from earlier layers. When residual additions tie the channel to
+  several producers, their filter norms are combined by root mean square (Frobenius) or maximum (max):
+  a channel of one producer gets exactly the report's figure, and a stage of many blocks is not ranked
+  above a stage of few just because it has more filters (a plain sum of squares grows with the number
+  of producers and, on a short-trained network whose filters all have similar norms, starves the stages
+  of two blocks down to one or two channels).
 - Reachability: a channel is reachable when it is kept and some producer connects it, by a non-zero
   weight, to a reachable input channel; a channel fed only by removed channels is a dead branch.
 - Search: one global, ordered list of importances (all inputs assumed reachable); binary search over a
@@ -112,7 +117,8 @@ def reachability(groups: Sequence[ChannelGroup], active: Sequence[Tensor]) -> li
 def importances(
     groups: Sequence[ChannelGroup], reach: Sequence[Tensor] | None = None, norm: str = "fro"
 ) -> list[Tensor]:
-    """Filter importance of every channel over its reachable inputs (all inputs when ``reach`` is None)."""
+    """Filter importance of every channel over its reachable inputs (all inputs when ``reach`` is None);
+    tied producers combine by root mean square (``fro``) or maximum (``max``)."""
     if norm not in NORMS:
         raise AscError(f"model.importance: {norm!r} is not one of {', '.join(NORMS)}")
     result = []
@@ -131,7 +137,7 @@ def importances(
                 total += flat.square().sum(dim=1)
             else:
                 total = torch.maximum(total, flat.abs().max(dim=1).values)
-        result.append(total.sqrt() if norm == "fro" else total)
+        result.append((total / len(group.producers)).sqrt() if norm == "fro" else total)
     return result
 
 

@@ -13,12 +13,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from asc.compress.admm import ADMM
 from asc.compress.complexity import Complexity, bcresnet_count, count_complexity
 from asc.compress.feature_selection import BandMask, check_keep, drop_bands, select_top, top_c_projection
 from asc.compress.pruning import (
+    ChannelGroup,
+    PruningResult,
     bcresnet_graph,
     filter_projection,
     mask_channels,
@@ -62,6 +65,7 @@ class ADMMStage(SceneModule):
             raise AscError(f"model.update_every: {update_every} must be at least 1")
         self.admm: ADMM | None = None
         self.compressed = False
+        self.resumed_admm: dict[str, Any] | None = None  # Z, U of an interrupted run, until phase 2 restarts
         self.history: list[dict[str, Any]] = []
         self.model = nn.Module()  # stands in until init_ckpt or a checkpoint being tested provides the tandem
         if init_ckpt:
@@ -83,9 +87,22 @@ class ADMMStage(SceneModule):
 
     # ------------------------------------------------------------- phases
     def start_admm(self) -> None:
-        """Phase 2 begins: set up Z = Π(W), U = 0 for the stage's constrained tensors."""
+        """Phase 2 begins: set up Z = Π(W), U = 0 for the stage's constrained tensors, or, resuming an
+        interrupted run (``asc fit --ckpt_path``), the saved Z, U and constraint."""
+        resumed, self.resumed_admm = self.resumed_admm, None
+        if resumed is not None:
+            self.restore_constraint(resumed)
         tensors, projection = self.constraint()
         self.admm = ADMM(tensors, projection, rho=self.hparams.rho, dual_lr=self.hparams.dual_lr)
+        if resumed is not None:
+            self.admm.load_state_dict(resumed)
+
+    def constraint_state(self) -> dict[str, Any]:
+        """What, besides Z and U, a resumed run needs to rebuild the same projection."""
+        return {}
+
+    def restore_constraint(self, state: dict[str, Any]) -> None:
+        """Take back ``constraint_state()`` from a checkpoint."""
 
     def admm_update(self) -> float:
         return self.admm.update() if self.admm is not None and not self.compressed else 0.0
@@ -114,11 +131,14 @@ class ADMMStage(SceneModule):
         super().on_save_checkpoint(checkpoint)
         checkpoint[ASC_KEY]["history"] = self.history
         checkpoint[ASC_KEY]["compressed"] = self.compressed
+        if self.admm is not None and not self.compressed:
+            checkpoint[ASC_KEY]["admm"] = {**self.admm.state_dict(), **self.constraint_state()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         self.history = list(checkpoint[ASC_KEY].get("history", []))
         self.compressed = bool(checkpoint[ASC_KEY].get("compressed", False))
+        self.resumed_admm = checkpoint[ASC_KEY].get("admm")
 
 
 class FeatureSelectionStage(ADMMStage):
@@ -130,7 +150,6 @@ class FeatureSelectionStage(ADMMStage):
 
     def __init__(self, keep_bands: int = 192, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.save_hyperparameters()
         self.band_mask: BandMask | None = None
         if kwargs.get("init_ckpt"):
             check_keep(keep_bands, self.model.n_bands)
@@ -180,13 +199,13 @@ class PruningStage(ADMMStage):
     Args:
         max_params: parameter limit P_max of the whole tandem (128,000).
         max_macs: MAC limit M_max for one clip (30,000,000).
-        importance: filter norm, ``fro`` (Frobenius, the report's choice) or ``max``.
+        importance: filter norm, ``fro`` (Frobenius, the report's choice) or ``max``; the filters of a
+            channel tied across layers combine by root mean square or maximum.
     """
 
     def __init__(self, max_params: int = 128_000, max_macs: int = 30_000_000, importance: str = "fro",
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.save_hyperparameters()
         self.structure: list[Tensor] | None = None
 
     def measure(self, widths: list[int]) -> Complexity:
@@ -202,14 +221,25 @@ class PruningStage(ADMMStage):
         if not isinstance(self.model, Tandem) or not hasattr(self.model, "cnn"):
             raise AscError("model.init_ckpt: pruning needs a tandem checkpoint to start from")
         graph = bcresnet_graph(self.model.cnn)
+        if self.structure is None:  # not resumed: search the structure on the pre-trained weights
+            self.structure = self.search(graph).active
+        return filter_projection(graph, self.structure, self.model.cnn)
+
+    def search(self, graph: list[ChannelGroup]) -> PruningResult:
+        """The report's threshold search on the current weights, printed beside the report's figures."""
         hp = self.hparams
         result = search_threshold(graph, self.measure, hp.max_params, hp.max_macs, hp.importance)
-        self.structure = result.active
         print(f"pruning threshold {result.threshold:.4g}: widths {result.widths}, {result.complexity}")
         print(f"  the report (same limits, 192 bands): {REPORT_PRUNED['params']:,} params, "
               f"{REPORT_PRUNED['macs'] / 1e6:.3f} MMACs; ours: {result.complexity.params:,} params, "
               f"{result.complexity.macs / 1e6:.3f} MMACs")
-        return filter_projection(graph, self.structure, self.model.cnn)
+        return result
+
+    def constraint_state(self) -> dict[str, Any]:
+        return {"structure": [mask.tolist() for mask in self.structure]}
+
+    def restore_constraint(self, state: dict[str, Any]) -> None:
+        self.structure = [torch.tensor(mask, dtype=torch.bool) for mask in state["structure"]]
 
     def compress(self) -> None:
         cnn = self.model.cnn

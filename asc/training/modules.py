@@ -60,6 +60,9 @@ class SceneModule(L.LightningModule):
         report_name: str | None = None,
     ) -> None:
         super().__init__()
+        # Called here, innermost, it collects the arguments of every subclass __init__ still on the stack
+        # too, so a stage built directly in Python has all its hyperparameters, defaults included.
+        self.save_hyperparameters()
         self.model: nn.Module
         self.bands = list(bands) if bands is not None else None
         self.val_metrics = SceneMetrics()
@@ -237,7 +240,6 @@ class LinearStage(SceneModule):
 
     def __init__(self, n_bands: int = 256, n_classes: int = len(SCENES), l1: float = 1e-3, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.save_hyperparameters()
         self.model = MomentsLinear(n_bands, n_classes)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -290,7 +292,6 @@ class TandemStage(SceneModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.save_hyperparameters()
         linear = MomentsLinear(n_bands, n_classes)
         if linear_ckpt:
             load_linear(linear, linear_ckpt)

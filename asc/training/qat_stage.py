@@ -42,7 +42,6 @@ class QATStage(SceneModule):
                  percentile: float = 99.99, **kwargs: Any) -> None:
         kwargs.setdefault("lr", 0.0005)
         super().__init__(**kwargs)
-        self.save_hyperparameters()
         if calibration not in quantization.CALIBRATION_METHODS:
             raise AscError(f"model.calibration: {calibration!r} is not one of "
                            f"{', '.join(quantization.CALIBRATION_METHODS)}")
@@ -127,7 +126,6 @@ class OnnxModel(SceneModule):
 
     def __init__(self, onnx_path: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.save_hyperparameters()
         path = Path(onnx_path)
         if not path.is_file():
             raise AscError(f"model.onnx_path: {path} not found")
