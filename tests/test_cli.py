@@ -91,6 +91,8 @@ def test_bad_input_gets_one_line(runs: dict[str, Path], capsys: pytest.CaptureFi
     base = ["fit", "--config", str(CONFIGS / "tandem.yaml"), "--data.root", root,
             "--trainer.default_root_dir", str(tmp_path / "x"), *FAST]
     assert "config key model.widht" in _error(capsys, *base, "--model.widht=2")
+    # A truncated key is a typo too, not a silent abbreviation of trainer.max_epochs.
+    assert "unrecognized arguments: --trainer.max_epoch" in _error(capsys, *base, "--trainer.max_epoch=2")
     assert "model.linear_ckpt" in _error(capsys, *base, f"--model.linear_ckpt={tandem_ckpt}")
     assert "has 256 bands, the tandem 64" in _error(capsys, *base, f"--model.linear_ckpt={linear_ckpt}",
                                                      "--model.n_bands=64")

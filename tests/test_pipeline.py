@@ -12,6 +12,9 @@ import yaml
 from asc import checkpoint_bands, load_model
 from asc.cli.main import main
 from asc.compress.complexity import count_complexity
+from asc.models import BCResNet, MomentsLinear, Tandem
+from asc.models.architecture import describe
+from asc.training.checkpoints import ASC_KEY
 
 CONFIGS = Path(__file__).parents[1] / "configs" / "builtin"
 
@@ -92,6 +95,34 @@ def test_pruning_refuses_a_checkpoint_that_is_not_a_tandem(mini_root: Path, tmp_
                  "--trainer.default_root_dir", str(tmp_path / "p"),
                  f"--model.init_ckpt={linear / 'checkpoints' / 'last.ckpt'}"]) == 2
     assert "holds a linear model; PruningStage compresses a tandem checkpoint" in capsys.readouterr().err
+
+
+def test_an_interrupted_pruning_run_resumes_with_its_structure(mini_root: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    """``asc fit --ckpt_path`` on a checkpoint saved during the ADMM epochs keeps its structure, Z and U."""
+    configs = tiny_configs(tmp_path / "configs")
+    tandem = tmp_path / "tandem.ckpt"
+    torch.manual_seed(0)
+    model = Tandem(MomentsLinear(n_bands=256), BCResNet(n_bands=256, width=1), zero_init=False)
+    torch.save({ASC_KEY: {"architecture": describe(model), "bands": None},
+                "state_dict": {f"model.{key}": value for key, value in model.state_dict().items()}}, tandem)
+    config = yaml.safe_load((configs / "pruning.yaml").read_text())
+    config["trainer"]["callbacks"][-1]["init_args"]["save_top_k"] = -1  # keep epoch=0.ckpt, saved mid-ADMM
+    (configs / "pruning.yaml").write_text(yaml.safe_dump(config))
+    common = ["--config", str(configs / "pruning.yaml"), "--data.root", str(mini_root), f"--model.init_ckpt={tandem}",
+              "--model.max_params=18000"]  # 256 bands: the linear part alone has 12,810
+    first = tmp_path / "first"
+    assert main(["fit", *common, "--trainer.default_root_dir", str(first)]) == 0
+    assert "pruning threshold" in capsys.readouterr().out
+    interrupted = torch.load(first / "checkpoints" / "epoch=0.ckpt", weights_only=True)
+    assert not interrupted[ASC_KEY]["compressed"] and "duals" in interrupted[ASC_KEY]["admm"]
+
+    resumed = tmp_path / "resumed"
+    assert main(["fit", *common, "--trainer.default_root_dir", str(resumed),
+                 "--ckpt_path", str(first / "checkpoints" / "epoch=0.ckpt")]) == 0
+    assert "pruning threshold" not in capsys.readouterr().out  # no new search on the moved weights
+    widths = [load_model(run / "checkpoints" / "last.ckpt").cnn.widths for run in (first, resumed)]
+    assert widths[0] == widths[1]
 
 
 def test_offline_sweep_searches_both_learning_rates(mini_root: Path, tmp_path: Path) -> None:

@@ -128,7 +128,7 @@ def _run_cli(args: list[str]) -> AscCLI:
             subclass_mode_model=True,
             save_config_callback=LogConfigCallback,
             save_config_kwargs={"overwrite": True},
-            parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False},
+            parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False, "allow_abbrev": False},
             auto_configure_optimizers=False,
             seed_everything_default=0,
             args=None if args == sys.argv[1:] else args,  # avoids Lightning's warning when run as a script
