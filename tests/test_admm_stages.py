@@ -10,7 +10,7 @@ import torch
 from asc.models import BCResNet, MomentsLinear, Tandem
 from asc.models.architecture import describe
 from asc.training import admm_stages
-from asc.training.admm_stages import PruningStage
+from asc.training.admm_stages import FeatureSelectionStage, PruningStage
 from asc.training.checkpoints import ASC_KEY
 
 
@@ -52,3 +52,20 @@ def test_pruning_resumes_admm_with_its_structure_and_duals(tmp_path: Path, monke
         saved, restored = getattr(stage.admm, name), getattr(resumed.admm, name)
         assert any(t.abs().sum() > 0 for t in restored)
         assert all(torch.equal(a, b) for a, b in zip(saved, restored, strict=True))
+
+
+def test_feature_selection_resumes_without_its_init_checkpoint(tmp_path: Path) -> None:
+    stage = FeatureSelectionStage(init_ckpt=str(_tandem_checkpoint(tmp_path / "tandem.ckpt")), keep_bands=16)
+    stage.start_admm()
+    with torch.no_grad():
+        stage.band_mask.weight.mul_(torch.linspace(0.5, 1.5, 32))
+    stage.admm_update()
+    checkpoint = {"state_dict": stage.state_dict()}
+    stage.on_save_checkpoint(checkpoint)
+
+    resumed = FeatureSelectionStage(keep_bands=16)  # the checkpoint alone: architecture, mask, Z and U
+    resumed.on_load_checkpoint(checkpoint)
+    resumed.load_state_dict(checkpoint["state_dict"])
+    resumed.start_admm()
+    assert torch.equal(resumed.band_mask.weight, stage.band_mask.weight)
+    assert torch.equal(resumed.admm.duals[0], stage.admm.duals[0]) and resumed.admm.duals[0].abs().sum() > 0

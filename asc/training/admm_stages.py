@@ -188,6 +188,9 @@ class FeatureSelectionStage(ADMMStage):
         super().on_load_checkpoint(checkpoint)
         if self.compressed:  # the bands were dropped: no mask left to learn
             self.band_mask = None
+        elif self.band_mask is None and "band_mask.weight" in checkpoint["state_dict"]:
+            # resuming the ADMM epochs without model.init_ckpt: the checkpoint holds the mask
+            self.band_mask = BandMask(checkpoint["state_dict"]["band_mask.weight"].numel())
 
     def model_bands(self) -> int:
         return self.model.n_bands
