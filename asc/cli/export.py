@@ -40,7 +40,6 @@ def export(argv: Sequence[str]) -> int:
     from asc.api import model_from_checkpoint
     from asc.compress import quantization
     from asc.compress.complexity import count_complexity
-    from asc.models.architecture import build, describe
     from asc.training.checkpoints import ASC_KEY, read_checkpoint
 
     parser = argparse.ArgumentParser(prog="asc export", description=export.__doc__)
@@ -58,7 +57,7 @@ def export(argv: Sequence[str]) -> int:
     n_bands = len(bands) if bands is not None else model.n_bands
     frames = checkpoint.get("hyper_parameters", {}).get("n_frames", 34)
     bits = checkpoint[ASC_KEY].get("bits", 32)
-    complexity = count_complexity(build(describe(model)), n_bands, frames, bits=bits).as_dict()
+    complexity = count_complexity(model, n_bands, frames, bits=bits).as_dict()
     if not quantization.is_quantized(model):
         warnings.warn(f"{args.ckpt_path} is a float checkpoint: exporting plain float ONNX without Q/DQ nodes",
                       stacklevel=1)

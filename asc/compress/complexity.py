@@ -74,7 +74,21 @@ def bcresnet_count(
 
 
 def count_complexity(model: nn.Module, n_bands: int, n_frames: int, bits: int = 32) -> Complexity:
-    """Count a float model on one ``(1, 1, n_bands, n_frames)`` log-mel; the model is not modified."""
-    probe = copy.deepcopy(model).cpu().eval()
+    """Count a model on one ``(1, 1, n_bands, n_frames)`` log-mel; the model is not modified.
+
+    The project's networks are counted on their float twin (rebuilt from the architecture
+    description): torchinfo sees no MACs inside modelopt's quantized modules, and the count depends
+    only on the architecture. Other modules are counted on a copy.
+    """
+    probe = _float_twin(model).cpu().eval()
     summary = torchinfo.summary(probe, input_size=(1, 1, n_bands, n_frames), verbose=0, mode="eval")
     return Complexity(params=int(summary.total_params), macs=int(summary.total_mult_adds), bits=bits)
+
+
+def _float_twin(model: nn.Module) -> nn.Module:
+    from asc.models.architecture import build, describe
+
+    try:
+        return build(describe(model))
+    except TypeError:  # not one of the project's networks
+        return copy.deepcopy(model)

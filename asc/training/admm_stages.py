@@ -29,9 +29,8 @@ from asc.compress.pruning import (
     search_threshold,
 )
 from asc.errors import AscError
-from asc.models.architecture import build
 from asc.models.tandem import Tandem
-from asc.training.checkpoints import ASC_KEY, model_state, read_checkpoint
+from asc.training.checkpoints import ASC_KEY
 from asc.training.modules import SceneModule
 
 #: The report's pruned model (Table 2), printed beside ours.
@@ -69,21 +68,7 @@ class ADMMStage(SceneModule):
         self.history: list[dict[str, Any]] = []
         self.model = nn.Module()  # stands in until init_ckpt or a checkpoint being tested provides the tandem
         if init_ckpt:
-            self.load_tandem(init_ckpt)
-
-    def load_tandem(self, path: str) -> None:
-        """Start from a tandem checkpoint (any earlier stage); refuse any other model."""
-        checkpoint = read_checkpoint(path)
-        saved = checkpoint[ASC_KEY]
-        if saved["architecture"]["type"] != "tandem":
-            raise AscError(
-                f"model.init_ckpt: {path} holds a {saved['architecture']['type']} model; "
-                f"{type(self).__name__} compresses a tandem checkpoint"
-            )
-        self.model = build(saved["architecture"])
-        self.model.load_state_dict(model_state(checkpoint))
-        self.bands = saved.get("bands")
-        self.history = list(saved.get("history", []))
+            self.history = list(self.start_from(init_ckpt).get("history", []))
 
     # ------------------------------------------------------------- phases
     def start_admm(self) -> None:

@@ -86,6 +86,22 @@ class SceneModule(L.LightningModule):
     def model_bands(self) -> int:
         return self.model.n_bands
 
+    def start_from(self, path: str) -> dict[str, Any]:
+        """Take over the network and bands of an earlier stage's float tandem checkpoint (``model.init_ckpt``,
+        the input of a compression stage); returns its project metadata. Any other model: one line."""
+        from asc.api import model_from_checkpoint
+
+        checkpoint = read_checkpoint(path)
+        saved = checkpoint[ASC_KEY]
+        kind, bits = saved["architecture"]["type"], saved.get("bits", 32)
+        if kind != "tandem" or bits != 32:
+            held = f"a {kind}" if kind != "tandem" else f"an {bits}-bit tandem"
+            raise AscError(f"model.init_ckpt: {path} holds {held} model; "
+                           f"{type(self).__name__} compresses a tandem checkpoint (32-bit)")
+        self.model = model_from_checkpoint(checkpoint).train()
+        self.bands = saved.get("bands")
+        return saved
+
     # -------------------------------------------------------------- training
     def augment(self, x: Tensor) -> Tensor:
         hp = self.hparams

@@ -21,8 +21,8 @@ from torch import Tensor, nn
 from asc.compress import quantization
 from asc.compress.complexity import Complexity, count_complexity
 from asc.errors import AscError
-from asc.models.architecture import build, describe
-from asc.training.checkpoints import ASC_KEY, model_state, read_checkpoint
+from asc.models.architecture import build
+from asc.training.checkpoints import ASC_KEY
 from asc.training.modules import SceneModule
 
 MODELOPT_KEY = "modelopt_state"
@@ -49,14 +49,7 @@ class QATStage(SceneModule):
         self.history: list[dict[str, Any]] = []
         self.quantized = False
         if init_ckpt:
-            checkpoint = read_checkpoint(init_ckpt)
-            saved = checkpoint[ASC_KEY]
-            if saved["architecture"]["type"] != "tandem" or saved.get("bits", 32) != 32:
-                raise AscError(f"model.init_ckpt: {init_ckpt} is not a float tandem checkpoint")
-            self.model = build(saved["architecture"])
-            self.model.load_state_dict(model_state(checkpoint))
-            self.bands = saved.get("bands")
-            self.history = list(saved.get("history", []))
+            self.history = list(self.start_from(init_ckpt).get("history", []))
 
     def quantize(self, batches: list[Tensor]) -> None:
         """Insert quantizers and calibrate them on ``batches`` of log-mels (already band-selected)."""
@@ -71,10 +64,9 @@ class QATStage(SceneModule):
         self.quantized = True
 
     def complexity(self) -> Complexity:
-        """Counted on the float architecture: torchinfo sees no MACs inside quantized modules."""
-        float_model = build(describe(self.model)) if self.quantized else self.model
-        n_bands = len(self.bands) if self.bands is not None else float_model.n_bands
-        return count_complexity(float_model, n_bands, self.hparams.n_frames, bits=8 if self.quantized else 32)
+        """Counted on the float architecture (``count_complexity``), reported as 8 bits once quantized."""
+        n_bands = len(self.bands) if self.bands is not None else self.model.n_bands
+        return count_complexity(self.model, n_bands, self.hparams.n_frames, bits=8 if self.quantized else 32)
 
     def report_extra(self, folder: Path) -> None:
         quantizers = [name for name, _ in quantization.quantizers(self.model)]
@@ -89,13 +81,10 @@ class QATStage(SceneModule):
             checkpoint[MODELOPT_KEY] = quantization.modelopt_state(self.model)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint.get(ASC_KEY)
-        if saved is None:
-            raise AscError("checkpoint has no architecture description: not a checkpoint of this project")
-        self.model = build(saved["architecture"]).to(self.device)
-        self.bands = saved.get("bands")
-        self.history = list(saved.get("history", []))
-        if MODELOPT_KEY in checkpoint:
+        super().on_load_checkpoint(checkpoint)
+        self.history = list(checkpoint[ASC_KEY].get("history", []))
+        if MODELOPT_KEY in checkpoint:  # the quantizers go into a fresh float network, then the weights load
+            self.model = build(checkpoint[ASC_KEY]["architecture"]).to(self.device)
             quantization.restore(self.model, checkpoint[MODELOPT_KEY])
             self.quantized = True
 
