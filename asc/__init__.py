@@ -1,12 +1,13 @@
 """asc: low-complexity acoustic scene classification (DCASE 2022 Task 1) after the FAU technical report.
 
-``asc.load_model(ckpt)`` returns the plain nn.Module of any checkpoint of the project.
+``asc.load_model(ckpt)`` returns the plain nn.Module of any checkpoint of the project, which takes the
+log-mel that ``asc.load_front_end(ckpt)`` computes.
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["checkpoint_bands", "load_model"]
+__all__ = ["checkpoint_bands", "checkpoint_features", "load_front_end", "load_model"]
 
 
 def __getattr__(name: str):

@@ -1,4 +1,4 @@
-"""Library entry points: load any checkpoint of the project as a plain nn.Module."""
+"""Library entry points: load any checkpoint of the project as a plain nn.Module, with its front end."""
 
 from __future__ import annotations
 
@@ -6,16 +6,18 @@ from pathlib import Path
 
 from torch import nn
 
+from asc.data.features import FeatureSettings, LogMel
 from asc.models.architecture import build
-from asc.training.checkpoints import ASC_KEY, model_state, read_checkpoint
+from asc.training.checkpoints import ASC_KEY, model_state, read_checkpoint, saved_features
 
 
 def load_model(ckpt: str | Path) -> nn.Module:
     """The plain network of a checkpoint of any stage, in eval mode, on the CPU.
 
-    The architecture comes from the checkpoint itself (pruned and quantized models included), so no
-    config is needed. Its input is the log-mel of ``checkpoint_bands(ckpt)`` (all bands when None),
-    shaped ``(batch, 1, bands, frames)``; its output is the 10 scene logits.
+    The architecture comes from the checkpoint itself (pruned, band-selected and quantized models
+    included), so no config is needed. Its input is the front end's full log-mel
+    ``(batch, 1, n_mels, frames)`` as ``load_front_end(ckpt)`` computes it from 1-s clips (a network
+    that selects bands does so itself); its output is the 10 scene logits.
     """
     return model_from_checkpoint(read_checkpoint(ckpt))
 
@@ -31,6 +33,16 @@ def model_from_checkpoint(checkpoint: dict) -> nn.Module:
     return model.eval()
 
 
+def checkpoint_features(ckpt: str | Path) -> FeatureSettings:
+    """The log-mel settings a checkpoint's network was trained on (its input contract)."""
+    return saved_features(read_checkpoint(ckpt), ckpt)
+
+
+def load_front_end(ckpt: str | Path) -> LogMel:
+    """The front end a checkpoint's network expects: waveform at ``sample_rate`` -> log-mel."""
+    return LogMel(checkpoint_features(ckpt))
+
+
 def checkpoint_bands(ckpt: str | Path) -> list[int] | None:
-    """The mel bands a checkpoint's network takes (feature selection), or None for all of them."""
-    return read_checkpoint(ckpt)[ASC_KEY].get("bands")
+    """The mel bands a checkpoint's network selects inside (feature selection), or None for all of them."""
+    return read_checkpoint(ckpt)[ASC_KEY]["architecture"].get("bands")

@@ -25,12 +25,22 @@ def write_tone(path: Path, seed: int, *, rate: int = 44_100, seconds: float = 1.
     soundfile.write(path, data.astype(np.float32), rate, subtype="PCM_24")
 
 
-@pytest.fixture
-def mini_root(tmp_path: Path) -> Path:
-    """A copy of tests/fixtures/tau_mini (hand-written CSVs) with its WAVs written, ready to modify."""
-    root = tmp_path / "tau_mini"
+def make_mini_root(root: Path) -> Path:
+    """A copy of tests/fixtures/tau_mini (hand-written CSVs) at ``root`` with its WAVs written."""
     shutil.copytree(FIXTURE, root)
     names = [line.split("\t")[0] for line in (root / "meta.csv").read_text().splitlines()[1:]]
     for seed, name in enumerate(names):
         write_tone(root / name, seed)
     return root
+
+
+@pytest.fixture
+def mini_root(tmp_path: Path) -> Path:
+    """A copy of tests/fixtures/tau_mini (hand-written CSVs) with its WAVs written, ready to modify."""
+    return make_mini_root(tmp_path / "tau_mini")
+
+
+@pytest.fixture(scope="module")
+def shared_mini_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same dataset, shared by the tests of one module that only read it."""
+    return make_mini_root(tmp_path_factory.mktemp("data") / "tau_mini")

@@ -7,65 +7,96 @@ from pathlib import Path
 import pytest
 import torch
 
+from asc.data.features import FeatureSettings
 from asc.models import BCResNet, MomentsLinear, Tandem
-from asc.models.architecture import describe
 from asc.training import admm_stages
 from asc.training.admm_stages import FeatureSelectionStage, PruningStage
-from asc.training.checkpoints import ASC_KEY
+from asc.training.callbacks import ADMMPhases
+from asc.training.checkpoints import network_checkpoint
+
+FEATURES = FeatureSettings(n_mels=64)
 
 
 def _tandem_checkpoint(path: Path) -> Path:
     torch.manual_seed(0)
-    tandem = Tandem(MomentsLinear(n_bands=32), BCResNet(n_bands=32, width=1), zero_init=False)
-    state = {f"model.{key}": value for key, value in tandem.state_dict().items()}
-    torch.save({ASC_KEY: {"architecture": describe(tandem), "bands": None}, "state_dict": state}, path)
+    tandem = Tandem(MomentsLinear(n_bands=64), BCResNet(n_bands=64, width=1), zero_init=False)
+    torch.save(network_checkpoint(tandem, FEATURES), path)
     return path
+
+
+def _saved(stage: admm_stages.ADMMStage, phases: ADMMPhases) -> dict:
+    """What Lightning writes: the module's state, its contract, and the callback's state (Z, U, structure)."""
+    checkpoint = {"state_dict": stage.state_dict(), "callbacks": {phases.state_key: phases.state_dict()}}
+    stage.on_save_checkpoint(checkpoint)
+    return checkpoint
+
+
+def _restored(stage: admm_stages.ADMMStage, checkpoint: dict) -> ADMMPhases:
+    """What Lightning does on ``fit --ckpt_path``: the network from the checkpoint, then the callback's state."""
+    stage.on_load_checkpoint(checkpoint)
+    stage.load_state_dict(checkpoint["state_dict"])
+    phases = ADMMPhases()
+    phases.load_state_dict(checkpoint["callbacks"][phases.state_key])
+    phases.start(stage)
+    return phases
 
 
 def test_a_stage_built_in_python_has_every_hyperparameter(tmp_path: Path) -> None:
     stage = PruningStage(init_ckpt=str(_tandem_checkpoint(tmp_path / "tandem.ckpt")), max_params=8_000)
     hp = stage.hparams
-    assert (hp.max_params, hp.primal_lr, hp.rho, hp.n_frames, hp.lr) == (8_000, 0.001, 1.0, 34, 0.001)
+    assert (hp.max_params, hp.primal_lr, hp.rho, stage.features.n_frames, hp.lr) == (8_000, 0.001, 1.0, 34, 0.001)
 
 
 def test_pruning_resumes_admm_with_its_structure_and_duals(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     tandem = str(_tandem_checkpoint(tmp_path / "tandem.ckpt"))
-    stage = PruningStage(init_ckpt=tandem, max_params=8_000, max_macs=1_000_000, dual_lr=0.5)
-    stage.start_admm()
+    stage = PruningStage(max_params=8_000, max_macs=1_000_000, dual_lr=0.5, features=FEATURES)
+    stage.start_from(tandem)
+    phases = ADMMPhases()
+    phases.start(stage)
     with torch.no_grad():  # training moves the weights away from Z, so the duals grow
-        for weight in stage.admm.weights:
+        for weight in phases.admm.weights:
             weight.add_(0.1)
-    stage.admm_update()
-    checkpoint = {"state_dict": stage.state_dict()}
-    stage.on_save_checkpoint(checkpoint)
+    phases.admm.update()
+    checkpoint = _saved(stage, phases)
 
     def no_search(*args: object, **kwargs: object) -> None:
         raise AssertionError("a resumed run must keep the structure it was interrupted with")
 
     monkeypatch.setattr(admm_stages, "search_threshold", no_search)
-    resumed = PruningStage(init_ckpt=tandem, max_params=8_000, max_macs=1_000_000, dual_lr=0.5)
-    resumed.load_state_dict(checkpoint["state_dict"])
-    resumed.on_load_checkpoint(checkpoint)
-    resumed.start_admm()
-    assert [m.tolist() for m in resumed.structure] == [m.tolist() for m in stage.structure]
+    # The checkpoint alone: its init checkpoint is not read again.
+    resumed = PruningStage(max_params=8_000, max_macs=1_000_000, dual_lr=0.5, features=FEATURES)
+    again = _restored(resumed, checkpoint)
+    assert again.constraint_state["structure"] == phases.constraint_state["structure"]
     for name in ("auxiliaries", "duals"):
-        saved, restored = getattr(stage.admm, name), getattr(resumed.admm, name)
+        saved, restored = getattr(phases.admm, name), getattr(again.admm, name)
         assert any(t.abs().sum() > 0 for t in restored)
         assert all(torch.equal(a, b) for a, b in zip(saved, restored, strict=True))
+    assert resumed.admm is again.admm  # the stage's penalty uses the callback's state
 
 
 def test_feature_selection_resumes_without_its_init_checkpoint(tmp_path: Path) -> None:
-    stage = FeatureSelectionStage(init_ckpt=str(_tandem_checkpoint(tmp_path / "tandem.ckpt")), keep_bands=16)
-    stage.start_admm()
+    stage = FeatureSelectionStage(keep_bands=32, features=FEATURES)
+    stage.start_from(str(_tandem_checkpoint(tmp_path / "tandem.ckpt")))
+    phases = ADMMPhases()
+    phases.start(stage)
     with torch.no_grad():
-        stage.band_mask.weight.mul_(torch.linspace(0.5, 1.5, 32))
-    stage.admm_update()
-    checkpoint = {"state_dict": stage.state_dict()}
-    stage.on_save_checkpoint(checkpoint)
+        stage.band_mask.weight.mul_(torch.linspace(0.5, 1.5, 64))
+    phases.admm.update()
+    checkpoint = _saved(stage, phases)
 
-    resumed = FeatureSelectionStage(keep_bands=16)  # the checkpoint alone: architecture, mask, Z and U
-    resumed.on_load_checkpoint(checkpoint)
-    resumed.load_state_dict(checkpoint["state_dict"])
-    resumed.start_admm()
+    resumed = FeatureSelectionStage(keep_bands=32, features=FEATURES)  # the checkpoint alone: architecture, mask, Z, U
+    again = _restored(resumed, checkpoint)
     assert torch.equal(resumed.band_mask.weight, stage.band_mask.weight)
-    assert torch.equal(resumed.admm.duals[0], stage.admm.duals[0]) and resumed.admm.duals[0].abs().sum() > 0
+    assert torch.equal(again.admm.duals[0], phases.admm.duals[0]) and again.admm.duals[0].abs().sum() > 0
+
+
+def test_the_constraint_is_applied_with_the_saved_structure(tmp_path: Path) -> None:
+    """The fine-tuning phase removes exactly the channels of the structure the ADMM epochs projected onto."""
+    stage = PruningStage(max_params=8_000, max_macs=1_000_000, features=FEATURES)
+    stage.start_from(str(_tandem_checkpoint(tmp_path / "tandem.ckpt")))
+    phases = ADMMPhases()
+    phases.start(stage)
+    widths = [sum(mask) for mask in phases.constraint_state["structure"]]
+    phases.finish(stage)
+    assert stage.compressed and stage.admm is None and stage.network.cnn.widths == widths
+    assert stage.complexity().params <= 8_000 and stage.history[-1]["widths"] == widths

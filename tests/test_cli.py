@@ -15,6 +15,11 @@ from asc.cli.main import main
 from asc.data.layout import SCENES
 
 CONFIGS = Path(__file__).parents[1] / "configs" / "builtin"
+
+
+def config(stage: str) -> list[str]:
+    """A stage's layered config: the shared base, then the stage's own file."""
+    return ["--config", str(CONFIGS / "base.yaml"), "--config", str(CONFIGS / f"{stage}.yaml")]
 FAST = ["--trainer.max_epochs=1", "--data.batch_size=4", "--data.cache_workers=0", "--data.progress=false",
         "--trainer.log_every_n_steps=1"]
 
@@ -27,11 +32,9 @@ def run(*args: str) -> None:
 def runs(mini_root: Path, tmp_path: Path) -> dict[str, Path]:
     """A linear and a tandem stage trained for one epoch through the CLI."""
     linear, tandem = tmp_path / "linear", tmp_path / "tandem"
-    run("fit", "--config", str(CONFIGS / "linear.yaml"), "--data.root", str(mini_root),
-        "--trainer.default_root_dir", str(linear), *FAST)
-    run("fit", "--config", str(CONFIGS / "tandem.yaml"), "--data.root", str(mini_root),
-        "--trainer.default_root_dir", str(tandem), "--model.width=1",
-        f"--model.linear_ckpt={linear / 'checkpoints' / 'last.ckpt'}", *FAST)
+    run("fit", *config("linear"), "--data.root", str(mini_root), "--trainer.default_root_dir", str(linear), *FAST)
+    run("fit", *config("tandem"), "--data.root", str(mini_root), "--trainer.default_root_dir", str(tandem),
+        "--model.width=1", f"--model.init_ckpt={linear / 'checkpoints' / 'last.ckpt'}", *FAST)
     return {"root": mini_root, "linear": linear, "tandem": tandem}
 
 
@@ -39,9 +42,10 @@ def test_fit_test_predict_round_trip(runs: dict[str, Path], capsys: pytest.Captu
     tandem, ckpt = runs["tandem"], runs["tandem"] / "checkpoints" / "last.ckpt"
     assert (tandem / "config.yaml").is_file()
     capsys.readouterr()
-    # The checkpoint carries its architecture: no --config needed beyond the data root.
-    run("test", "--config", str(CONFIGS / "tandem.yaml"), "--data.root", str(runs["root"]),
-        "--trainer.default_root_dir", str(tandem), "--ckpt_path", str(ckpt), "--model.linear_ckpt=null")
+    # The checkpoint carries its architecture and front end: the stage's config is used, and the linear
+    # checkpoint it started from is not read again.
+    run("test", *config("tandem"), "--data.root", str(runs["root"]),
+        "--trainer.default_root_dir", str(tandem), "--ckpt_path", str(ckpt))
     last_line = capsys.readouterr().out.strip().splitlines()[-1]
     assert last_line == f"test report written to {(tandem / 'test').resolve()}"
     metrics = json.loads((tandem / "test" / "metrics.json").read_text())
@@ -52,8 +56,8 @@ def test_fit_test_predict_round_trip(runs: dict[str, Path], capsys: pytest.Captu
     for name in ("per_device.csv", "per_device.md", "confusion.png", "confusion.csv"):
         assert (tandem / "test" / name).stat().st_size > 0
 
-    run("predict", "--config", str(CONFIGS / "tandem.yaml"), "--data.root", str(runs["root"]),
-        "--trainer.default_root_dir", str(tandem), "--ckpt_path", str(ckpt), "--model.linear_ckpt=null")
+    run("predict", *config("tandem"), "--data.root", str(runs["root"]),
+        "--trainer.default_root_dir", str(tandem), "--ckpt_path", str(ckpt))
     with (tandem / "submission.csv").open() as handle:
         rows = list(csv.reader(handle, delimiter="\t"))
     assert rows[0] == ["filename", "scene_label", *SCENES]
@@ -74,8 +78,8 @@ def test_fit_test_predict_round_trip(runs: dict[str, Path], capsys: pytest.Captu
 
 
 def test_rerun_into_the_same_folder_works(runs: dict[str, Path]) -> None:
-    run("fit", "--config", str(CONFIGS / "linear.yaml"), "--data.root", str(runs["root"]),
-        "--trainer.default_root_dir", str(runs["linear"]), *FAST)
+    run("fit", *config("linear"), "--data.root", str(runs["root"]), "--trainer.default_root_dir", str(runs["linear"]),
+        *FAST)
 
 
 def _error(capsys: pytest.CaptureFixture, *args: str) -> str:
@@ -88,21 +92,21 @@ def _error(capsys: pytest.CaptureFixture, *args: str) -> str:
 def test_bad_input_gets_one_line(runs: dict[str, Path], capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     root, linear_ckpt = str(runs["root"]), str(runs["linear"] / "checkpoints" / "last.ckpt")
     tandem_ckpt = str(runs["tandem"] / "checkpoints" / "last.ckpt")
-    base = ["fit", "--config", str(CONFIGS / "tandem.yaml"), "--data.root", root,
-            "--trainer.default_root_dir", str(tmp_path / "x"), *FAST]
+    base = ["fit", *config("tandem"), "--data.root", root, "--trainer.default_root_dir", str(tmp_path / "x"), *FAST]
     assert "config key model.widht" in _error(capsys, *base, "--model.widht=2")
     # A truncated key is a typo too, not a silent abbreviation of trainer.max_epochs.
     assert "unrecognized arguments: --trainer.max_epoch" in _error(capsys, *base, "--trainer.max_epoch=2")
-    assert "model.linear_ckpt" in _error(capsys, *base, f"--model.linear_ckpt={tandem_ckpt}")
-    assert "has 256 bands, the tandem 64" in _error(capsys, *base, f"--model.linear_ckpt={linear_ckpt}",
-                                                     "--model.n_bands=64")
+    assert "model.init_ckpt" in _error(capsys, *base, f"--model.init_ckpt={tandem_ckpt}")
+    # The bands come from data.features alone; a linear checkpoint of other log-mels is refused by name.
+    assert "n_mels 256 vs 64" in _error(capsys, *base, f"--model.init_ckpt={linear_ckpt}", "--data.features.n_mels=64")
     assert "checkpoint not found" in _error(capsys, "complexity", "--ckpt_path", str(tmp_path / "none.ckpt"))
     assert "dataset root not found" in _error(capsys, "cache", str(tmp_path / "nowhere"))
     # Without the warmup callbacks a huge learning rate blows the loss up within a few steps.
-    config = yaml.safe_load((CONFIGS / "linear.yaml").read_text())
-    config["trainer"]["callbacks"] = [c for c in config["trainer"]["callbacks"] if "ModelCheckpoint" in c["class_path"]]
-    (tmp_path / "explode.yaml").write_text(yaml.safe_dump(config))
-    line = _error(capsys, "fit", "--config", str(tmp_path / "explode.yaml"), "--data.root", root,
+    stage = yaml.safe_load((CONFIGS / "linear.yaml").read_text())
+    del stage["trainer"]["callbacks+"]
+    (tmp_path / "explode.yaml").write_text(yaml.safe_dump(stage))
+    line = _error(capsys, "fit", "--config", str(CONFIGS / "base.yaml"), "--config", str(tmp_path / "explode.yaml"),
+                  "--data.root", root,
                   "--trainer.default_root_dir", str(tmp_path / "nan"), "--model.lr=1e30", *FAST,
                   "--trainer.max_epochs=20")
     assert re.fullmatch(r"asc: error: training loss became (nan|inf) at epoch \d+, step \d+ .*", line), line

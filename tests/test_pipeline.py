@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from asc import checkpoint_bands, load_model
+from asc import checkpoint_bands, checkpoint_features, load_model
 from asc.cli.main import main
 from asc.compress.complexity import count_complexity
+from asc.data.features import FeatureSettings
 from asc.models import BCResNet, MomentsLinear, Tandem
-from asc.models.architecture import describe
-from asc.training.checkpoints import ASC_KEY
+from asc.training.checkpoints import ASC_KEY, network_checkpoint
 
 CONFIGS = Path(__file__).parents[1] / "configs" / "builtin"
 
@@ -22,15 +27,16 @@ CONFIGS = Path(__file__).parents[1] / "configs" / "builtin"
 def tiny_configs(folder: Path) -> Path:
     """The built-in configs shrunk to seconds: width-1 BC-ResNet, 1 + 1 ADMM epochs, small limits."""
     folder.mkdir()
+    base = yaml.safe_load((CONFIGS / "base.yaml").read_text())
+    base["trainer"]["log_every_n_steps"] = 1
+    base["data"].update(batch_size=4, cache_workers=0, progress=False)
+    (folder / "base.yaml").write_text(yaml.safe_dump(base))
     for stage in ("linear", "tandem", "feature_selection", "pruning", "qat"):
         config = yaml.safe_load((CONFIGS / f"{stage}.yaml").read_text())
         config["trainer"]["max_epochs"] = 2 if stage in ("feature_selection", "pruning", "qat") else 1
-        config["trainer"]["log_every_n_steps"] = 1
-        for callback in config["trainer"]["callbacks"]:
+        for callback in config["trainer"]["callbacks+"]:
             if callback["class_path"].endswith("ADMMPhases"):
                 callback["init_args"]["update_epochs"] = 1
-            if callback["class_path"].endswith("Annealing"):
-                callback["init_args"]["end_epoch"] = 2
         init = config["model"]["init_args"]
         if stage == "tandem":
             init["width"] = 1
@@ -40,15 +46,43 @@ def tiny_configs(folder: Path) -> Path:
             init.update(max_params=8_000, max_macs=1_000_000, update_every=1)  # the tandem has 10,385
         if stage == "qat":
             init.update(calibration_batches=1)
-        config["data"].update(batch_size=4, cache_workers=0, progress=False)
         (folder / f"{stage}.yaml").write_text(yaml.safe_dump(config))
     return folder
 
 
-def test_pipeline_compresses_to_the_limits(mini_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    configs, out = tiny_configs(tmp_path / "configs"), tmp_path / "runs"
-    assert main(["pipeline", "--configs", str(configs), "--data.root", str(mini_root), "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
+def layered(configs: Path, stage: str) -> list[str]:
+    return ["--config", str(configs / "base.yaml"), "--config", str(configs / f"{stage}.yaml")]
+
+
+def tandem_checkpoint(path: Path, features: FeatureSettings = FeatureSettings()) -> Path:
+    """An untrained width-1 tandem of the front end ``features`` as a stage checkpoint (no training needed)."""
+    torch.manual_seed(0)
+    model = Tandem(MomentsLinear(n_bands=features.n_mels), BCResNet(n_bands=features.n_mels, width=1), zero_init=False)
+    torch.save(network_checkpoint(model, features), path)
+    return path
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    root: Path
+    configs: Path
+    out: Path
+    printed: str
+
+
+@pytest.fixture(scope="module")
+def pipeline(shared_mini_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    """Every stage fit and tested once through ``asc pipeline``; the tests below only read its output."""
+    folder = tmp_path_factory.mktemp("pipeline")
+    configs, out = tiny_configs(folder / "configs"), folder / "runs"
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        run = ["pipeline", "--configs", str(configs), "--data.root", str(shared_mini_root), "--out", str(out)]
+        assert main(run) == 0
+    return Pipeline(shared_mini_root, configs, out, printed.getvalue())
+
+
+def test_pipeline_compresses_to_the_limits(pipeline: Pipeline, capsys: pytest.CaptureFixture) -> None:
+    mini_root, out, printed = pipeline.root, pipeline.out, pipeline.printed
     assert "| Pruned |" in printed and "| Feature Sel. |" in printed and "| Linear |" in printed
 
     selection = json.loads((out / "feature_selection" / "test" / "compression.json").read_text())[-1]
@@ -57,12 +91,12 @@ def test_pipeline_compresses_to_the_limits(mini_root: Path, tmp_path: Path, caps
     bands = checkpoint_bands(pruned_ckpt)
     assert bands == selection["bands"]
     model = load_model(pruned_ckpt)  # no config: the checkpoint carries the pruned architecture
-    counted = count_complexity(model, len(bands), 34)
+    counted = count_complexity(model, 34)
     assert counted.params <= 8_000 and counted.macs <= 1_000_000
     assert counted.params >= 0.99 * 8_000  # the parameter budget binds and is used
     metrics = json.loads((out / "pruning" / "test" / "metrics.json").read_text())
     assert (metrics["params"], metrics["macs"]) == (counted.params, counted.macs)
-    assert model(torch.randn(2, 1, len(bands), 34)).shape == (2, 10)
+    assert model(torch.randn(2, 1, 256, 34)).shape == (2, 10)  # the full log-mel: it selects its bands itself
 
     # Stage 5: int8 QAT; the report counts the float architecture and says 8 bits.
     quantized = json.loads((out / "qat" / "test" / "metrics.json").read_text())
@@ -79,20 +113,139 @@ def test_pipeline_compresses_to_the_limits(mini_root: Path, tmp_path: Path, caps
     assert "'zero_points_int8_zero': True" in printed and "agree on 100.00 %" in printed
     sidecar = json.loads(onnx.with_suffix(".json").read_text())
     assert sidecar["bands"] == bands and sidecar["front_end"]["n_mels"] == 256
-    assert main(["test", "--config", str(tmp_path / "configs" / "qat.yaml"), "--data.root", str(mini_root),
+    assert main(["test", *layered(pipeline.configs, "qat"), "--data.root", str(mini_root),
                  "--trainer.default_root_dir", str(out / "onnx"), "--ckpt_path", str(onnx)]) == 0
     from_onnx = json.loads((out / "onnx" / "test" / "metrics.json").read_text())
     assert from_onnx["accuracy"] == quantized["accuracy"] and from_onnx["bits"] == 8
+
+
+STAGES = ("linear", "tandem", "feature_selection", "pruning", "qat")
+#: What a test report must reproduce exactly from a moved checkpoint.
+REPORTED = ("accuracy", "log_loss", "accuracy_per_device", "clips", "params", "macs", "bits")
+
+
+def test_finished_checkpoints_work_anywhere(pipeline: Pipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture) -> None:
+    """Each stage's checkpoint alone, moved elsewhere, with the earlier stages' folders gone and another working
+    directory: test, predict, export, complexity and load_model all work, with the same figures as before."""
+    moved = tmp_path / "elsewhere" / "runs"
+    shutil.copytree(pipeline.out, moved)
+    hidden = pipeline.out.with_name("hidden")
+    pipeline.out.rename(hidden)  # every path stored in a checkpoint (init_ckpt, dirpath) now leads nowhere
+    monkeypatch.chdir(tmp_path)
+    try:
+        for stage in STAGES:
+            ckpt = moved / stage / "checkpoints" / "last.ckpt"
+            before = json.loads((moved / stage / "test" / "metrics.json").read_text())
+            (moved / stage / "test" / "metrics.json").unlink()
+            assert main(["test", "--ckpt_path", str(ckpt), "--data.root", str(pipeline.root)]) == 0
+            after = json.loads((moved / stage / "test" / "metrics.json").read_text())  # the checkpoint's run folder
+            assert {k: after[k] for k in REPORTED} == {k: before[k] for k in REPORTED}, stage
+            assert main(["predict", "--ckpt_path", str(ckpt), "--data.root", str(pipeline.root)]) == 0
+            assert len((moved / stage / "submission.csv").read_text().splitlines()) == 1 + 5
+            capsys.readouterr()
+            assert main(["complexity", "--ckpt_path", str(ckpt), "--json"]) == 0
+            counted = json.loads(capsys.readouterr().out)
+            assert (counted["params"], counted["macs"], counted["bits"]) == (before["params"], before["macs"],
+                                                                             before["bits"])
+            onnx = moved / stage / "model.onnx"
+            assert main(["export", "--ckpt_path", str(ckpt), "--out", str(onnx)]) == 0
+            assert "agree on 100.00 %" in capsys.readouterr().out
+            assert load_model(ckpt)(torch.randn(3, 1, 256, 34)).shape == (3, 10)
+    finally:
+        hidden.rename(pipeline.out)
+
+
+def test_exported_onnx_takes_the_full_log_mel(pipeline: Pipeline, tmp_path: Path) -> None:
+    """The band-selected network exports with the front end's 256 bands as input; onnxruntime and
+    ``asc.load_model`` agree on full log-mels of the dataset."""
+    from asc.compress.quantization import run_onnx
+    from asc.data.datamodule import DCASEDataModule
+
+    ckpt = pipeline.out / "feature_selection" / "checkpoints" / "last.ckpt"
+    assert len(checkpoint_bands(ckpt)) == 32
+    assert main(["export", "--ckpt_path", str(ckpt), "--out", str(tmp_path / "fs.onnx")]) == 0
+    data = DCASEDataModule(str(pipeline.root), batch_size=8, progress=False, cache_workers=0)
+    data.prepare_data()
+    data.setup("test")
+    x = next(iter(data.test_dataloader()))["x"]
+    assert x.shape[1:] == (1, 256, 34)
+    with torch.no_grad():
+        reference = load_model(ckpt)(x).numpy()
+    ours = run_onnx(tmp_path / "fs.onnx", x.numpy())
+    assert abs(ours - reference).max() < 1e-4 and (ours.argmax(1) == reference.argmax(1)).all()
+
+
+def test_a_checkpoint_refuses_data_of_other_front_end_settings(pipeline: Pipeline,
+                                                               capsys: pytest.CaptureFixture) -> None:
+    ckpt = pipeline.out / "tandem" / "checkpoints" / "last.ckpt"
+    assert main(["test", "--ckpt_path", str(ckpt), "--data.root", str(pipeline.root), "--data.features.hop_ms=20",
+                 "--trainer.default_root_dir", str(pipeline.out.parent / "other")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and str(ckpt) in lines[0] and "hop_ms 30.0 vs 20.0" in lines[0], lines
+
+
+def test_complexity_follows_the_front_end(shared_mini_root: Path, tmp_path: Path) -> None:
+    """With a 20 ms hop (51 frames) feature selection and pruning count, and prune for, the real input shape:
+    the counted MACs are torchinfo's on (1, 1, 256, 51) and the pruned model meets the limits on it."""
+    import torchinfo
+
+    configs, features = tiny_configs(tmp_path / "configs"), FeatureSettings(hop_ms=20)
+    assert features.n_frames == 51
+    common = ["--data.root", str(shared_mini_root), "--data.features.hop_ms=20"]
+    start = tandem_checkpoint(tmp_path / "tandem.ckpt", features)
+    selected, pruned = tmp_path / "feature_selection", tmp_path / "pruning"
+    assert main(["fit", *layered(configs, "feature_selection"), *common, "--trainer.default_root_dir", str(selected),
+                 f"--model.init_ckpt={start}"]) == 0
+    max_macs = 300_000  # binds on 51 frames; on 34 frames the selected network would already be below it
+    assert main(["fit", *layered(configs, "pruning"), *common, "--trainer.default_root_dir", str(pruned),
+                 f"--model.init_ckpt={selected / 'checkpoints' / 'last.ckpt'}", "--model.max_params=100000",
+                 f"--model.max_macs={max_macs}"]) == 0
+    assert main(["test", *layered(configs, "pruning"), *common, "--trainer.default_root_dir", str(pruned),
+                 "--ckpt_path", str(pruned / "checkpoints" / "last.ckpt")]) == 0
+    history = json.loads((pruned / "test" / "compression.json").read_text())  # feature selection, then pruning
+    metrics = json.loads((pruned / "test" / "metrics.json").read_text())
+    for folder, record in zip((selected, pruned), history, strict=True):
+        truth = torchinfo.summary(load_model(folder / "checkpoints" / "last.ckpt"), input_size=(1, 1, 256, 51),
+                                  verbose=0, mode="eval")
+        assert (record["after"]["macs"], record["after"]["params"]) == (truth.total_mult_adds, truth.total_params)
+    assert (metrics["macs"], metrics["params"]) == (truth.total_mult_adds, truth.total_params)
+    assert truth.total_mult_adds <= max_macs < history[1]["before"]["macs"]
+    assert checkpoint_features(pruned / "checkpoints" / "last.ckpt").n_frames == 51
+
+
+def test_arguments_are_checked_before_training(shared_mini_root: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
+    """keep_bands that SubSpectralNorm cannot split, or a stage without the callback it needs, stop in one line
+    before any training (seconds, not the hours of the ADMM epochs on the real set)."""
+    configs = tiny_configs(tmp_path / "configs")
+    start = tandem_checkpoint(tmp_path / "tandem.ckpt")
+    common = ["--data.root", str(shared_mini_root), f"--model.init_ckpt={start}"]
+    began = time.monotonic()
+    assert main(["fit", *layered(configs, "feature_selection"), *common, "--model.keep_bands=100",
+                 "--trainer.default_root_dir", str(tmp_path / "fs")]) == 2
+    assert time.monotonic() - began < 10
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "model.keep_bands: 100 bands cannot be kept" in lines[0], lines
+    assert not (tmp_path / "fs" / "checkpoints").exists()
+    for stage, needed in (("feature_selection", "ADMMPhases"), ("qat", "QAT")):
+        config = yaml.safe_load((configs / f"{stage}.yaml").read_text())
+        del config["trainer"]["callbacks+"]
+        (tmp_path / f"{stage}.yaml").write_text(yaml.safe_dump(config))
+        assert main(["fit", "--config", str(configs / "base.yaml"), "--config", str(tmp_path / f"{stage}.yaml"),
+                     *common, "--trainer.default_root_dir", str(tmp_path / stage)]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and "trainer.callbacks: " in lines[0] and needed in lines[0], lines
 
 
 def test_pruning_refuses_a_checkpoint_that_is_not_a_tandem(mini_root: Path, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture) -> None:
     configs = tiny_configs(tmp_path / "configs")
     linear = tmp_path / "linear"
-    assert main(["fit", "--config", str(configs / "linear.yaml"), "--data.root", str(mini_root),
+    assert main(["fit", *layered(configs, "linear"), "--data.root", str(mini_root),
                  "--trainer.default_root_dir", str(linear)]) == 0
     capsys.readouterr()
-    assert main(["fit", "--config", str(configs / "pruning.yaml"), "--data.root", str(mini_root),
+    assert main(["fit", *layered(configs, "pruning"), "--data.root", str(mini_root),
                  "--trainer.default_root_dir", str(tmp_path / "p"),
                  f"--model.init_ckpt={linear / 'checkpoints' / 'last.ckpt'}"]) == 2
     assert "holds a linear model; PruningStage compresses a tandem checkpoint" in capsys.readouterr().err
@@ -102,21 +255,18 @@ def test_an_interrupted_pruning_run_resumes_with_its_structure(mini_root: Path, 
                                                               capsys: pytest.CaptureFixture) -> None:
     """``asc fit --ckpt_path`` on a checkpoint saved during the ADMM epochs keeps its structure, Z and U."""
     configs = tiny_configs(tmp_path / "configs")
-    tandem = tmp_path / "tandem.ckpt"
-    torch.manual_seed(0)
-    model = Tandem(MomentsLinear(n_bands=256), BCResNet(n_bands=256, width=1), zero_init=False)
-    torch.save({ASC_KEY: {"architecture": describe(model), "bands": None},
-                "state_dict": {f"model.{key}": value for key, value in model.state_dict().items()}}, tandem)
-    config = yaml.safe_load((configs / "pruning.yaml").read_text())
-    config["trainer"]["callbacks"][-1]["init_args"]["save_top_k"] = -1  # keep epoch=0.ckpt, saved mid-ADMM
-    (configs / "pruning.yaml").write_text(yaml.safe_dump(config))
-    common = ["--config", str(configs / "pruning.yaml"), "--data.root", str(mini_root), f"--model.init_ckpt={tandem}",
+    tandem = tandem_checkpoint(tmp_path / "tandem.ckpt")
+    config = yaml.safe_load((configs / "base.yaml").read_text())
+    config["trainer"]["callbacks"][0]["init_args"]["save_top_k"] = -1  # keep epoch=0.ckpt, saved mid-ADMM
+    (configs / "base.yaml").write_text(yaml.safe_dump(config))
+    common = [*layered(configs, "pruning"), "--data.root", str(mini_root), f"--model.init_ckpt={tandem}",
               "--model.max_params=18000"]  # 256 bands: the linear part alone has 12,810
     first = tmp_path / "first"
     assert main(["fit", *common, "--trainer.default_root_dir", str(first)]) == 0
     assert "pruning threshold" in capsys.readouterr().out
     interrupted = torch.load(first / "checkpoints" / "epoch=0.ckpt", weights_only=True)
-    assert not interrupted[ASC_KEY]["compressed"] and "duals" in interrupted[ASC_KEY]["admm"]
+    assert not interrupted[ASC_KEY]["compressed"] and "duals" in interrupted["callbacks"]["ADMMPhases"]
+    (tmp_path / "tandem.ckpt").unlink()  # a resumed run needs its own checkpoint only
 
     resumed = tmp_path / "resumed"
     assert main(["fit", *common, "--trainer.default_root_dir", str(resumed),
@@ -131,7 +281,8 @@ def test_offline_sweep_searches_both_learning_rates(mini_root: Path, tmp_path: P
     linear = tmp_path / "linear"
     sweep = yaml.safe_load((Path(__file__).parents[1] / "sweeps" / "feature_selection.yaml").read_text())
     sweep["method"] = "grid"  # deterministic proposals; the real files use bayes
-    sweep["command"][3] = str(configs / "linear.yaml")
+    sweep["command"][sweep["command"].index("--config") + 1] = str(configs / "base.yaml")
+    sweep["command"][-2] = str(configs / "linear.yaml")
     sweep["parameters"] = {"model.lr": {"values": [0.01, 0.02]}, "model.l1": {"values": [0.001]}}
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
     assert main(["sweep", str(tmp_path / "sweep.yaml"), "--count", "2", "--out", str(linear), "--",

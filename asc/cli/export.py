@@ -7,11 +7,13 @@ import argparse
 import json
 import warnings
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from asc.data.features import FeatureSettings
 from asc.data.layout import SCENES
 from asc.errors import AscError
 
@@ -21,16 +23,17 @@ from asc.errors import AscError
 MIN_AGREEMENT = 0.995
 
 
-def front_end(checkpoint: dict, bands: list[int] | None, n_bands: int, frames: int, complexity: dict) -> dict:
-    """What a deployer needs to reproduce the network's input from audio."""
-    features = checkpoint.get("datamodule_hyper_parameters", {}).get("features") or {}
+def front_end(features: FeatureSettings, bands: list[int] | None, complexity: dict) -> dict:
+    """What a deployer needs to reproduce the network's input from audio: the full log-mel of these
+    settings (the network selects its ``bands`` itself)."""
     return {
-        "input": {"name": "logmel", "shape": ["batch", 1, n_bands, frames], "dtype": "float32"},
+        "input": {"name": "logmel", "shape": ["batch", 1, features.n_mels, features.n_frames], "dtype": "float32"},
         "output": {"name": "logits", "classes": list(SCENES)},
-        "front_end": {**features, "resampler": "soxr_hq", "window": "hann", "center": True,
+        "front_end": {**asdict(features), "resampler": "soxr_hq", "window": "hann", "center": True,
                       "mel": "librosa.filters.mel(htk=False, norm='slaney')", "log": "log(mel + log_offset)",
                       "normalisation": "none: the network normalises (ResNorm, moment batch norm)"},
         "bands": bands,
+        "bands_note": "selected inside the network (a Gather on the input); feed all n_mels bands",
         "complexity": complexity,
     }
 
@@ -40,7 +43,7 @@ def export(argv: Sequence[str]) -> int:
     from asc.api import model_from_checkpoint
     from asc.compress import quantization
     from asc.compress.complexity import count_complexity
-    from asc.training.checkpoints import ASC_KEY, read_checkpoint
+    from asc.training.checkpoints import ASC_KEY, read_checkpoint, saved_features
 
     parser = argparse.ArgumentParser(prog="asc export", description=export.__doc__)
     parser.add_argument("--ckpt_path", required=True)
@@ -52,20 +55,19 @@ def export(argv: Sequence[str]) -> int:
     if not args.out.parent.is_dir():
         raise AscError(f"--out: folder {args.out.parent} does not exist")
     checkpoint = read_checkpoint(args.ckpt_path)
+    features = saved_features(checkpoint, args.ckpt_path)
     model = model_from_checkpoint(checkpoint)
-    bands = checkpoint[ASC_KEY].get("bands")
-    n_bands = len(bands) if bands is not None else model.n_bands
-    frames = checkpoint.get("hyper_parameters", {}).get("n_frames", 34)
-    bits = checkpoint[ASC_KEY].get("bits", 32)
-    complexity = count_complexity(model, n_bands, frames, bits=bits).as_dict()
+    shape = (model.n_mels, features.n_frames)
+    complexity = count_complexity(model, features.n_frames, bits=checkpoint[ASC_KEY].get("bits", 32)).as_dict()
     if not quantization.is_quantized(model):
         warnings.warn(f"{args.ckpt_path} is a float checkpoint: exporting plain float ONNX without Q/DQ nodes",
                       stacklevel=1)
-    quantization.export_onnx(model, torch.zeros(1, 1, n_bands, frames), args.out)
+    quantization.export_onnx(model, torch.zeros(1, 1, *shape), args.out)
     sidecar = args.out.with_suffix(".json")
-    sidecar.write_text(json.dumps(front_end(checkpoint, bands, n_bands, frames, complexity), indent=2))
+    bands = checkpoint[ASC_KEY]["architecture"].get("bands")
+    sidecar.write_text(json.dumps(front_end(features, bands, complexity), indent=2))
     summary = quantization.onnx_qdq_summary(args.out)
-    agreement, difference, clips = verify(model, args.out, bands, n_bands, frames, args.root, checkpoint)
+    agreement, difference, clips = verify(model, args.out, shape, args.root, features)
     print(f"ONNX written to {args.out.resolve()} (front end: {sidecar.resolve()})")
     print(f"  Q/DQ: {summary}")
     print(f"  onnxruntime vs PyTorch on {clips} clips: predicted classes agree on {100 * agreement:.2f} %, "
@@ -74,15 +76,15 @@ def export(argv: Sequence[str]) -> int:
         raise AscError(f"{args.out}: onnxruntime agrees with PyTorch on only {100 * agreement:.2f} % of clips "
                        f"(need {100 * MIN_AGREEMENT:.1f} %)")
     if args.engine is not None:
-        build_engine(args.out, args.engine, n_bands, frames)
+        build_engine(args.out, args.engine, *shape)
     return 0
 
 
-def verify(model, path: Path, bands, n_bands: int, frames: int, root: str | None, checkpoint: dict):
-    """(class agreement, max logit difference, clips) of onnxruntime against PyTorch."""
+def verify(model, path: Path, shape: tuple[int, int], root: str | None, features: FeatureSettings):
+    """(class agreement, max logit difference, clips) of onnxruntime against PyTorch on full log-mels."""
     from asc.compress import quantization
 
-    inputs = list(_evaluate_batches(root, bands, checkpoint)) if root else [torch.randn(256, 1, n_bands, frames) * 3]
+    inputs = list(_evaluate_batches(root, features)) if root else [torch.randn(256, 1, *shape) * 3]
     agree = total = 0
     difference = 0.0
     with torch.no_grad():
@@ -95,20 +97,18 @@ def verify(model, path: Path, bands, n_bands: int, frames: int, root: str | None
     return agree / total, difference, total
 
 
-def _evaluate_batches(root: str, bands, checkpoint: dict):
+def _evaluate_batches(root: str, features: FeatureSettings):
+    """The evaluate split's log-mels, computed with the checkpoint's own front-end settings."""
     from asc.data.datamodule import DCASEDataModule
-    from asc.data.features import FeatureSettings
 
-    features = checkpoint.get("datamodule_hyper_parameters", {}).get("features") or {}
-    data = DCASEDataModule(root, batch_size=256, features=FeatureSettings(**features), test_split="evaluate",
-                           progress=False)
+    data = DCASEDataModule(root, batch_size=256, features=features, test_split="evaluate", progress=False)
     data.prepare_data()
     data.setup("test")
     for batch in data.test_dataloader():
-        yield batch["x"] if bands is None else batch["x"][:, :, bands]
+        yield batch["x"]
 
 
-def build_engine(onnx_path: Path, engine_path: Path, n_bands: int, frames: int) -> None:
+def build_engine(onnx_path: Path, engine_path: Path, n_mels: int, frames: int) -> None:
     """A strongly-typed TensorRT engine from the Q/DQ ONNX (as ``trtexec --onnx=... --stronglyTyped``)."""
     try:
         import tensorrt as trt
@@ -128,7 +128,7 @@ def build_engine(onnx_path: Path, engine_path: Path, n_bands: int, frames: int) 
         raise AscError(f"{onnx_path}: TensorRT cannot parse it: {errors}")
     config = builder.create_builder_config()
     profile = builder.create_optimization_profile()
-    profile.set_shape("logmel", (1, 1, n_bands, frames), (64, 1, n_bands, frames), (512, 1, n_bands, frames))
+    profile.set_shape("logmel", (1, 1, n_mels, frames), (64, 1, n_mels, frames), (512, 1, n_mels, frames))
     config.add_optimization_profile(profile)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:

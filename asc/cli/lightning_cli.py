@@ -6,6 +6,7 @@ import argparse
 import os
 import re
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,16 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from asc.data.datamodule import DCASEDataModule
 from asc.errors import AscError
 from asc.training.modules import SceneModule
+from asc.training.reports import SubmissionWriter
 
 
 class LogConfigCallback(SaveConfigCallback):
-    """Save the full config into the run folder and send it to the logger (W&B logs every key)."""
+    """Save the full config of a fit into the run folder and send it to the logger (W&B logs every key);
+    a later ``asc test`` into the same folder keeps the config that trained the model."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         if trainer.logger is not None:
@@ -25,32 +32,109 @@ class LogConfigCallback(SaveConfigCallback):
 
 
 class AscCLI(LightningCLI):
-    """LightningCLI that keeps everything of a run under ``--trainer.default_root_dir``."""
+    """LightningCLI that keeps everything of a run under ``--trainer.default_root_dir``.
+
+    - ``data.features`` is the one owner of the input's shape: the model receives it (a link), so a
+      network's bands and frames are never typed twice.
+    - ``--ckpt_path`` is enough to test, validate or predict: the checkpoint's own stage, model
+      arguments and data settings are the defaults, which a config file or ``--key=value`` overrides
+      (Lightning's own behaviour is the reverse: the checkpoint overrode the command line).
+    - ``asc predict`` writes the submission CSV (``SubmissionWriter``).
+    """
+
+    def __init__(self, *args: Any, args_for_defaults: list[str] | None = None, **kwargs: Any) -> None:
+        self.checkpoint_defaults = checkpoint_defaults(args_for_defaults or [])
+        self.checkpoint_path = _option(args_for_defaults or [], "--ckpt_path")
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.features", "model.init_args.features", apply_on="parse")
+        parser.add_lightning_class_args(SubmissionWriter, "submission")
+        if self.checkpoint_defaults:
+            parser.set_defaults(self.checkpoint_defaults)
+
+    def _parse_ckpt_path(self) -> None:
+        """Replaced by ``checkpoint_defaults``: what the user writes wins over what the checkpoint holds."""
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
         root = config.trainer.get("default_root_dir") or "runs/default"
         config.trainer.default_root_dir = root
         Path(root).mkdir(parents=True, exist_ok=True)
+        if self.subcommand == "fit" and config.get("ckpt_path") and config.model.get("init_args"):
+            config.model.init_args.init_ckpt = None  # resuming: the network comes from its own checkpoint
+        self.check_front_end(config)
         logger = config.trainer.get("logger")
         for entry in logger if isinstance(logger, list) else [logger]:
             if _is_wandb(entry):
                 if entry.init_args.get("save_dir") in (None, ".") and not entry.init_args.get("dir"):
                     entry.init_args.save_dir = entry.init_args.dir = root
+                if not entry.init_args.get("name"):
+                    entry.init_args.name = Path(root).name
         for callback in config.trainer.get("callbacks") or []:
             is_checkpoint = str(callback.get("class_path", "")).endswith("ModelCheckpoint")
             if is_checkpoint and not callback.init_args.get("dirpath"):
                 callback.init_args.dirpath = str(Path(root) / "checkpoints")
 
+    def check_front_end(self, config: Any) -> None:
+        """Before any data is read: the checkpoint's front end must be the one ``data.features`` describes."""
+        if not self.checkpoint_defaults:
+            return
+        from asc.data.features import FeatureSettings
+        from asc.training.checkpoints import check_features
+
+        trained = {key.removeprefix("data.features."): value for key, value in self.checkpoint_defaults.items()
+                   if key.startswith("data.features.")}
+        given = FeatureSettings.from_dict(dict(config.data.features))
+        check_features(FeatureSettings.from_dict(trained), given, str(self.checkpoint_path))
+
     def after_test(self) -> None:
         folder = getattr(self.model, "report_dir", None)
-        if folder is not None:
+        if folder is not None and self.trainer.is_global_zero:
             print(f"test report written to {Path(folder).resolve()}")
 
     def after_predict(self) -> None:
-        path = getattr(self.model, "submission_path", None)
-        if path is not None:
-            print(f"submission written to {Path(path).resolve()}")
+        writers = [c for c in self.trainer.callbacks if isinstance(c, SubmissionWriter) and c.path is not None]
+        if writers and self.trainer.is_global_zero:
+            print(f"submission written to {writers[0].path.resolve()}")
+
+
+def checkpoint_defaults(args: list[str]) -> dict[str, Any]:
+    """Defaults taken from the checkpoint of ``--ckpt_path`` (test, validate, predict, resumed fit): its
+    stage and model arguments, its data settings (front end included), and its run folder."""
+    path = _option(args, "--ckpt_path")
+    if not path or not args or args[0] not in ("fit", "validate", "test", "predict") or path.endswith(".onnx"):
+        return {}
+    from asc.training.checkpoints import ASC_KEY, read_checkpoint, saved_features
+
+    checkpoint = read_checkpoint(path)
+    model = {key: value for key, value in checkpoint.get("hyper_parameters", {}).items() if not key.startswith("_")}
+    stage = checkpoint[ASC_KEY].get("stage") or checkpoint.get("hyper_parameters", {}).get("_class_path")
+    data = checkpoint.get("datamodule_hyper_parameters", {})
+    defaults: dict[str, Any] = {f"data.{key}": data[key] for key in CHECKPOINT_DATA_KEYS if key in data}
+    features = asdict(saved_features(checkpoint, path))
+    defaults.update({f"data.features.{key}": value for key, value in features.items()})
+    if stage:
+        defaults["model"] = {"class_path": stage, "init_args": model}
+    folder = Path(path).parent
+    defaults["trainer.logger"] = False  # a config file names the experiment's logger; the checkpoint does not
+    defaults["trainer.default_root_dir"] = str(folder.parent if folder.name == "checkpoints" else folder)
+    return defaults
+
+
+#: Data settings that belong to the experiment (not to the machine: workers, cache folder, progress bars).
+CHECKPOINT_DATA_KEYS = ("root", "batch_size", "eval_batch_size", "val_split", "holdout_fraction", "test_split",
+                        "cache", "seed")
+
+
+def _option(args: list[str], name: str) -> str | None:
+    """The value of ``--name value`` or ``--name=value`` in a command line."""
+    for position, arg in enumerate(args):
+        if arg == name and position + 1 < len(args):
+            return args[position + 1]
+        if arg.startswith(f"{name}="):
+            return arg.split("=", 1)[1]
+    return None
 
 
 def _is_wandb(entry: Any) -> bool:
@@ -125,6 +209,7 @@ def _run_cli(args: list[str]) -> AscCLI:
         return AscCLI(
             SceneModule,
             DCASEDataModule,
+            args_for_defaults=args,
             subclass_mode_model=True,
             save_config_callback=LogConfigCallback,
             save_config_kwargs={"overwrite": True},

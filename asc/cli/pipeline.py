@@ -1,8 +1,10 @@
 """``asc pipeline``: every stage of the report in order, each one fit and tested, and one summary.
 
-linear -> tandem -> feature_selection -> pruning (-> qat when its config exists). Each stage reads the
-previous stage's last checkpoint; the summary holds the report's Table 1 (per device) and Table 2
-(params, MMACs, bits, accuracy, log loss) rows for the run.
+linear -> tandem -> feature_selection -> pruning (-> qat when its config exists). A configs folder
+holds ``base.yaml`` (what every stage shares) and one ``<stage>.yaml`` per stage (what differs); each
+stage starts from the previous stage's last checkpoint (``model.init_ckpt``) and is tested on its own
+checkpoint. The summary holds the report's Table 1 (per device) and Table 2 (params, MMACs, bits,
+accuracy, log loss) rows for the run.
 """
 
 from __future__ import annotations
@@ -16,9 +18,7 @@ from asc.data.layout import DEVICES
 from asc.errors import AscError
 
 STAGES = ("linear", "tandem", "feature_selection", "pruning", "qat")
-#: The init argument through which each stage receives the previous stage's checkpoint.
-CHECKPOINT_KEY = {"tandem": "linear_ckpt", "feature_selection": "init_ckpt", "pruning": "init_ckpt",
-                  "qat": "init_ckpt"}
+BASE = "base.yaml"
 
 
 def pipeline(argv: Sequence[str]) -> int:
@@ -27,7 +27,7 @@ def pipeline(argv: Sequence[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="asc pipeline", description=pipeline.__doc__)
     parser.add_argument("--configs", type=Path, default=Path("configs/builtin"),
-                        help="folder with one <stage>.yaml per stage (configs/builtin or configs/dcase2022)")
+                        help="base.yaml + one <stage>.yaml per stage (configs/builtin or configs/dcase2022)")
     parser.add_argument("--data.root", dest="root", required=True, help="dataset root")
     parser.add_argument("--out", type=Path, required=True, help="output folder: one subfolder per stage")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
@@ -37,23 +37,31 @@ def pipeline(argv: Sequence[str]) -> int:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise AscError(f"--stages: unknown stage(s) {unknown} (expected {', '.join(STAGES)})")
+    if not (args.configs / BASE).is_file():
+        raise AscError(f"{args.configs / BASE}: the configs' shared layer not found")
     stages = [s for s in stages if (args.configs / f"{s}.yaml").is_file() or _missing(args.configs, s)]
-    previous: Path | None = None
+    previous = _earlier_checkpoint(args.out, stages[0]) if stages else None
     for stage in stages:
         folder = args.out / stage
         ckpt = folder / "checkpoints" / "last.ckpt"
-        common = ["--config", str(args.configs / f"{stage}.yaml"), "--data.root", args.root,
-                  "--trainer.default_root_dir", str(folder), *extra]
-        link = [f"--model.{CHECKPOINT_KEY[stage]}={previous}"] if stage in CHECKPOINT_KEY else []
+        common = ["--config", str(args.configs / BASE), "--config", str(args.configs / f"{stage}.yaml"),
+                  "--data.root", args.root, "--trainer.default_root_dir", str(folder), *extra]
+        link = [f"--model.init_ckpt={previous}"] if previous is not None else []
         if not (args.skip_done and (folder / "test" / "metrics.json").is_file()):
             print(f"== {stage}: fit", flush=True)
             _run(main, ["fit", *common, *link])
             print(f"== {stage}: test", flush=True)
-            _run(main, ["test", *common, *([f"--model.{CHECKPOINT_KEY[stage]}=null"] if link else []),
-                        "--ckpt_path", str(ckpt)])
+            _run(main, ["test", *common, "--ckpt_path", str(ckpt)])
         previous = ckpt
     print(write_summary(args.out, stages))
     return 0
+
+
+def _earlier_checkpoint(out: Path, first: str) -> Path | None:
+    """A run of a subset (``--stages pruning,qat``) starts from the stage before it in ``out``, if it is there."""
+    position = STAGES.index(first)
+    ckpt = out / STAGES[position - 1] / "checkpoints" / "last.ckpt" if position else None
+    return ckpt if ckpt is not None and ckpt.is_file() else None
 
 
 def _missing(configs: Path, stage: str) -> bool:

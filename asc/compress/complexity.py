@@ -73,15 +73,18 @@ def bcresnet_count(
     return params, macs
 
 
-def count_complexity(model: nn.Module, n_bands: int, n_frames: int, bits: int = 32) -> Complexity:
-    """Count a model on one ``(1, 1, n_bands, n_frames)`` log-mel; the model is not modified.
+def count_complexity(model: nn.Module, n_frames: int, bits: int = 32) -> Complexity:
+    """Count a model on one ``(1, 1, model.n_mels, n_frames)`` log-mel; the model is not modified.
 
-    The project's networks are counted on their float twin (rebuilt from the architecture
-    description): torchinfo sees no MACs inside modelopt's quantized modules, and the count depends
-    only on the architecture. Other modules are counted on a copy.
+    The input is what the front end produces (``model.n_mels`` rows, ``n_frames`` from the feature
+    settings); a network that selects bands gathers its rows first, which costs no parameters and no
+    MACs, so the layers are counted on the selected rows, as the challenge counts them. The
+    project's networks are counted on their float twin (rebuilt from the architecture description):
+    torchinfo sees no MACs inside modelopt's quantized modules, and the count depends only on the
+    architecture. Other modules are counted on a copy.
     """
     probe = _float_twin(model).cpu().eval()
-    summary = torchinfo.summary(probe, input_size=(1, 1, n_bands, n_frames), verbose=0, mode="eval")
+    summary = torchinfo.summary(probe, input_size=(1, 1, model.n_mels, n_frames), verbose=0, mode="eval")
     return Complexity(params=int(summary.total_params), macs=int(summary.total_mult_adds), bits=bits)
 
 

@@ -1,8 +1,9 @@
 """Feature (mel-band) selection (report §2.2): a mask w over the input's frequency rows, card(w) ≤ C.
 
 During the ADMM phase the network sees ``x ⊙ w`` with a learnable w; the projection keeps the C
-largest |w|. For fine-tuning the selected bands are dropped physically: the network then takes only
-those rows, so its MACs fall with them and the linear part's moments use only the selected bands.
+largest |w|. For fine-tuning the selected bands are dropped physically: the network's first layer (its
+``BandSelection``) then passes on only those rows, so its MACs fall with them and the linear part's
+moments use only the selected bands, while its input stays the front end's full log-mel.
 """
 
 from __future__ import annotations
@@ -36,9 +37,19 @@ def select_top(w: Tensor, c: int) -> Tensor:
     return torch.sort(order[:c]).values
 
 
-def check_keep(c: int, n_bands: int) -> None:
+def check_keep(c: int, n_bands: int, sub_bands: int | None = None) -> None:
+    """Refuse a band count the network cannot take, before any training: out of range, or (with
+    ``sub_bands``) one that BC-ResNet's SubSpectralNorm cannot split at every stage."""
     if not 1 <= c <= n_bands:
         raise AscError(f"model.keep_bands: {c} must be between 1 and the number of bands ({n_bands})")
+    if sub_bands is not None:
+        from asc.models.bcresnet import check_sub_bands
+
+        try:
+            check_sub_bands(c, sub_bands)
+        except AscError as error:
+            reason = str(error).removeprefix("model.sub_bands: ")
+            raise AscError(f"model.keep_bands: {c} bands cannot be kept: {reason}") from None
 
 
 class BandMask(nn.Module):
@@ -53,9 +64,10 @@ class BandMask(nn.Module):
 
 
 def drop_bands(model: Tandem, bands: Sequence[int]) -> Tandem:
-    """The tandem taking only ``bands`` (sorted indices): BC-ResNet weights carry over unchanged
-    (its convolutions do not depend on the number of rows), the linear part keeps the weights and
-    moment statistics of the selected bands."""
+    """The tandem whose layers see only rows ``bands`` (sorted indices into the rows they saw so far):
+    BC-ResNet weights carry over unchanged (its convolutions do not depend on the number of rows), the
+    linear part keeps the weights and moment statistics of the selected bands, and the input stays the
+    front end's log-mel (the selection layer composes with any earlier one)."""
     index = torch.as_tensor(list(bands), dtype=torch.long)
     linear = model.linear
     n_moments = linear.n_features // linear.n_bands
@@ -73,4 +85,6 @@ def drop_bands(model: Tandem, bands: Sequence[int]) -> Tandem:
     description["n_bands"] = len(index)
     cnn = build(description)
     cnn.load_state_dict(model.cnn.state_dict())
-    return Tandem(smaller, cnn, zero_init=False).to(linear.classifier.weight.device)
+    selection = model.input_bands.compose(index.tolist())
+    return Tandem(smaller, cnn, zero_init=False, n_mels=selection.n_mels, bands=selection.bands).to(
+        linear.classifier.weight.device)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import librosa
 import torch
@@ -37,6 +37,12 @@ class FeatureSettings:
     pad_mode: str = "reflect"
     log_offset: float = 1e-5
     clip_seconds: float = 1.0
+
+    @classmethod
+    def from_dict(cls, values: dict) -> FeatureSettings:
+        """The settings among ``values`` (a checkpoint's or an ONNX sidecar's record; other keys describe
+        the front end in words and are left out)."""
+        return cls(**{field.name: values[field.name] for field in fields(cls) if field.name in values})
 
     @property
     def win_length(self) -> int:

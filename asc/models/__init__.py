@@ -1,7 +1,8 @@
 """Plain nn.Modules of the report: the linear moments model, BC-ResNet Mod-8 with ResNorm, the tandem."""
 
+from asc.models.bands import BandSelection
 from asc.models.bcresnet import BCResNet, ResNorm, SubSpectralNorm
 from asc.models.linear import MomentsLinear
 from asc.models.tandem import Tandem
 
-__all__ = ["BCResNet", "MomentsLinear", "ResNorm", "SubSpectralNorm", "Tandem"]
+__all__ = ["BandSelection", "BCResNet", "MomentsLinear", "ResNorm", "SubSpectralNorm", "Tandem"]

@@ -1,7 +1,9 @@
 """Architecture descriptions: every checkpoint carries one, so any stage's model rebuilds without its config.
 
 A description is a plain dict (JSON- and ``weights_only``-safe), e.g.
-``{"type": "tandem", "linear": {...}, "cnn": {"type": "bcresnet", "widths": [...], ...}}``.
+``{"type": "tandem", "n_mels": 256, "bands": [...], "linear": {...}, "cnn": {"type": "bcresnet", ...}}``.
+It states the network's input contract too: every network takes ``(batch, 1, n_mels, frames)`` log-mels
+(``model.n_mels``), and a tandem's ``bands`` are the rows its layers see (feature selection).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ def describe(model: nn.Module) -> dict[str, Any]:
             "resnorm_lambda": model.input_norm.lam,
         }
     if isinstance(model, Tandem):
-        return {"type": "tandem", "linear": describe(model.linear), "cnn": describe(model.cnn)}
+        return {"type": "tandem", "n_mels": model.n_mels, "bands": model.bands, "linear": describe(model.linear),
+                "cnn": describe(model.cnn)}
     raise TypeError(f"no architecture description for {type(model).__name__}")
 
 
@@ -44,5 +47,6 @@ def build(description: dict[str, Any]) -> nn.Module:
     if kind == "bcresnet":
         return BCResNet(**options)
     if kind == "tandem":
-        return Tandem(build(options["linear"]), build(options["cnn"]), zero_init=False)
+        return Tandem(build(options["linear"]), build(options["cnn"]), zero_init=False, n_mels=options.get("n_mels"),
+                      bands=options.get("bands"))
     raise AscError(f"unknown architecture type {kind!r} (expected linear, bcresnet or tandem)")

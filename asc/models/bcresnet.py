@@ -163,6 +163,11 @@ class BCResNet(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.head = nn.Conv2d(in_channels, n_classes, 1, bias=True)
 
+    @property
+    def n_mels(self) -> int:
+        """Rows of the log-mel it takes: all of them."""
+        return self.n_bands
+
     def forward(self, x: Tensor) -> Tensor:
         x = F.relu(self.input_bn(self.input_conv(self.input_norm(x))))
         x = self.stages(x)

@@ -23,6 +23,11 @@ class MomentsLinear(nn.Module):
         self.moment_norm = nn.BatchNorm1d(self.n_features, affine=False)
         self.classifier = nn.Linear(self.n_features, n_classes)
 
+    @property
+    def n_mels(self) -> int:
+        """Rows of the log-mel it takes: all of them."""
+        return self.n_bands
+
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier(self.moment_norm(moments(x.squeeze(1))))
 

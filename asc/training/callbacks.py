@@ -1,17 +1,19 @@
-"""Learning-rate callbacks of the recipe (§3.3): a warmup phase, then annealing.
+"""Callbacks of the recipe: warmup and annealing of the learning rate (§3.3), and the ADMM phases.
 
-They set the learning rate of every step from the fractional epoch, so a schedule written in epochs
-means the same for any dataset size. ``param_group`` restricts a callback to one named parameter
-group (the ADMM stage anneals the primal group and leaves the dual step fixed).
+The learning-rate callbacks set the learning rate of every step from the fractional epoch, so a
+schedule written in epochs means the same for any dataset size. ``param_group`` restricts a callback
+to one named parameter group (the ADMM stage anneals the primal group and leaves the dual step fixed).
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from asc.compress.admm import ADMM
 from asc.errors import AscError
 
 SHAPES = ("exponential", "cosine", "linear")
@@ -56,26 +58,28 @@ class Annealing(Callback):
     """Lower the learning rate from ``start_lr`` at ``start_epoch`` to ``final_lr`` at ``end_epoch``.
 
     ``shape``: exponential (geometric, the default), cosine or linear. After ``end_epoch`` it stays
-    at ``final_lr``. ``start_lr=None`` starts from the optimizer's own learning rate, so a sweep over
-    the module's learning rate needs no second key here.
+    at ``final_lr``; ``end_epoch=None`` ends with training (``trainer.max_epochs``), so a stage's config
+    sets its length once. ``start_lr=None`` starts from the optimizer's own learning rate, so a sweep
+    over the module's learning rate needs no second key here.
     """
 
-    def __init__(self, start_epoch: float = 3.0, end_epoch: float = 80.0, start_lr: float | None = 0.035,
+    def __init__(self, start_epoch: float = 3.0, end_epoch: float | None = None, start_lr: float | None = 0.035,
                  final_lr: float = 0.00035, shape: str = "exponential", param_group: str | None = None) -> None:
         if shape not in SHAPES:
             raise AscError(f"Annealing.shape: {shape!r} is not one of {', '.join(SHAPES)}")
-        if end_epoch <= start_epoch:
+        if end_epoch is not None and end_epoch <= start_epoch:
             raise AscError(f"Annealing.end_epoch: {end_epoch} must be after start_epoch {start_epoch}")
         if (start_lr is not None and start_lr <= 0) or final_lr <= 0:
             raise AscError("Annealing.start_lr and final_lr must be positive")
         self.start_epoch, self.end_epoch = start_epoch, end_epoch
         self.start_lr, self.final_lr, self.shape, self.param_group = start_lr, final_lr, shape, param_group
 
-    def lr_at(self, epoch: float, initial: float | None = None) -> float | None:
+    def lr_at(self, epoch: float, initial: float | None = None, end_epoch: float | None = None) -> float | None:
         if epoch < self.start_epoch:
             return None
         start = self.start_lr if self.start_lr is not None else initial
-        t = min(1.0, (epoch - self.start_epoch) / (self.end_epoch - self.start_epoch))
+        end = self.end_epoch if self.end_epoch is not None else end_epoch
+        t = 1.0 if end <= self.start_epoch else min(1.0, (epoch - self.start_epoch) / (end - self.start_epoch))
         if self.shape == "exponential":
             return start * (self.final_lr / start) ** t
         if self.shape == "cosine":
@@ -83,39 +87,63 @@ class Annealing(Callback):
         return start + (self.final_lr - start) * t
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        lr = self.lr_at(epoch_progress(trainer, batch_idx), pl_module.hparams.get("lr"))
+        lr = self.lr_at(epoch_progress(trainer, batch_idx), pl_module.hparams.get("lr"), trainer.max_epochs)
         if lr is not None:
             set_lr(trainer, lr, self.param_group)
 
 
 class ADMMPhases(Callback):
-    """Drive the ADMM stages: update epochs with Z/U updates, then the hard constraint and fine-tuning.
+    """Drive the ADMM stages and hold their ADMM state: update epochs with Z/U updates, then the hard
+    constraint and fine-tuning.
 
     Phase 2 (epochs ``0 .. update_epochs-1``): every ``update_every`` steps (the module's key) Z and U
     are updated. At epoch ``update_epochs`` the constraint is applied and the bands or channels are
     removed physically; the optimizer is rebuilt for the smaller network, which is fine-tuned until
-    ``max_epochs`` (the report: 5 update epochs + 2 fine-tuning epochs).
+    ``max_epochs`` (the report: 5 update epochs + 2 fine-tuning epochs). Z, U and the constraint's
+    structure are this callback's state: a checkpoint saved during the update epochs carries them, so
+    ``asc fit --ckpt_path`` resumes the same ADMM run (no new pruning search on the moved weights).
     """
 
     def __init__(self, update_epochs: int = 5) -> None:
         if update_epochs < 0:
             raise AscError(f"ADMMPhases.update_epochs: {update_epochs} must not be negative")
         self.update_epochs = update_epochs
+        self.admm: ADMM | None = None
+        self.constraint_state: dict[str, Any] = {}
+        self.resumed: dict[str, Any] | None = None
+
+    def start(self, pl_module: L.LightningModule) -> ADMM:
+        """Phase 2 begins: Z = Π(W), U = 0 for the stage's constrained tensors, or, resuming an
+        interrupted run, the saved Z, U and constraint."""
+        resumed, self.resumed = self.resumed, None
+        tensors, projection, self.constraint_state = pl_module.constraint(
+            resumed.get("constraint") if resumed else None)
+        hp = pl_module.hparams
+        self.admm = ADMM(tensors, projection, rho=hp.rho, dual_lr=hp.dual_lr)
+        if resumed:
+            self.admm.load_state_dict(resumed)
+        pl_module.admm = self.admm
+        return self.admm
+
+    def finish(self, pl_module: L.LightningModule) -> None:
+        """Phase 3 begins: the stage applies the constraint and removes what it zeroes."""
+        pl_module.finish_admm(self.admm, self.constraint_state)
+        self.admm = None
+        pl_module.admm = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not pl_module.compressed and pl_module.admm is None:
-            pl_module.start_admm()
+        if not pl_module.compressed and self.admm is None:
+            self.start(pl_module)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch >= self.update_epochs and not pl_module.compressed:
-            pl_module.finish_admm()
+            self.finish(pl_module)
             trainer.strategy.setup_optimizers(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
-        if not pl_module.compressed and (batch_idx + 1) % pl_module.hparams.update_every == 0:
-            residual = pl_module.admm_update()
-            pl_module.log("admm/primal_residual", residual)
+        if self.admm is not None and (batch_idx + 1) % pl_module.hparams.update_every == 0:
+            pl_module.log("admm/primal_residual", self.admm.update())
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not pl_module.compressed:
@@ -123,3 +151,11 @@ class ADMMPhases(Callback):
                 f"trainer.max_epochs: training ended before the fine-tuning phase (ADMMPhases.update_epochs="
                 f"{self.update_epochs}); the constraint was never applied, so no compressed model was saved"
             )
+
+    def state_dict(self) -> dict[str, Any]:
+        if self.admm is None:
+            return {}
+        return {**self.admm.state_dict(), "constraint": self.constraint_state}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.resumed = dict(state_dict) or None

@@ -1,14 +1,25 @@
-"""Reading the project's checkpoints, with one clear line for a file that is not one of them."""
+"""The project's checkpoints: reading them with one clear line for a file that is not one of them, and
+the contract a checkpoint states (its network's architecture and the front end it was trained on).
+
+A checkpoint holds, under ``checkpoint["asc"]``: ``architecture`` (rebuilds the network, band
+selection included), ``features`` (the log-mel settings it was trained on), ``stage`` (the
+LightningModule's class path), ``history`` (what compression did so far) and ``bits``. That is all
+``test``, ``predict``, ``export``, ``complexity`` and ``load_model`` need: a finished checkpoint never
+refers to the checkpoint it started from.
+"""
 
 from __future__ import annotations
 
 import pickle
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from asc.data.features import FeatureSettings
 from asc.errors import AscError
 
 ASC_KEY = "asc"
@@ -32,3 +43,32 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 def model_state(checkpoint: dict[str, Any], prefix: str = "model.") -> dict[str, torch.Tensor]:
     """The plain module's weights from a LightningModule state dict."""
     return {key[len(prefix):]: value for key, value in checkpoint["state_dict"].items() if key.startswith(prefix)}
+
+
+def saved_features(checkpoint: dict[str, Any], path: str | Path = "checkpoint") -> FeatureSettings:
+    """The front-end settings a checkpoint's network was trained on."""
+    saved = checkpoint[ASC_KEY].get("features")
+    if saved is None:
+        raise AscError(f"{path}: the checkpoint does not state its front-end settings (written by an older asc?)")
+    return FeatureSettings.from_dict(saved)
+
+
+def check_features(expected: FeatureSettings, given: FeatureSettings, what: str, given_by: str = "the data") -> None:
+    """One line naming every setting in which ``given`` differs from what ``what`` was trained on."""
+    if expected == given:
+        return
+    ours, theirs = asdict(expected), asdict(given)
+    differences = ", ".join(f"{key} {ours[key]} vs {theirs[key]}" for key in ours if ours[key] != theirs[key])
+    raise AscError(f"{what} was trained on other log-mels than {given_by} give ({differences}; "
+                   f"set data.features to the checkpoint's settings)")
+
+
+def network_checkpoint(model: nn.Module, features: FeatureSettings, **extra: Any) -> dict[str, Any]:
+    """A checkpoint holding a plain network, for networks built or trained outside a stage.
+
+    ``torch.save`` it and any stage takes it as ``model.init_ckpt``, ``asc.load_model`` loads it.
+    """
+    from asc.models.architecture import describe
+
+    return {ASC_KEY: {"architecture": describe(model), "features": asdict(features), "history": [], **extra},
+            "state_dict": {f"model.{key}": value for key, value in model.state_dict().items()}}

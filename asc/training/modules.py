@@ -1,23 +1,27 @@
 """LightningModules of the stages: the linear moments model and the tandem (the ADMM stages build on them).
 
 ``SceneModule`` holds what every stage shares: the augmentations of §3.3, SGD, per-device metrics
-at epoch end, test reports, the submission CSV, and an architecture description in every checkpoint
-so that any checkpoint rebuilds its network without the config that made it.
+at epoch end, test reports, and the checkpoint's contract (architecture description and front-end
+settings), so that any checkpoint rebuilds its network without the config that made it.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
+from asc.api import model_from_checkpoint
 from asc.compress.complexity import Complexity, count_complexity
+from asc.data.features import FeatureSettings
 from asc.data.layout import SCENES
 from asc.errors import AscError
 from asc.models.architecture import build, describe
@@ -25,15 +29,22 @@ from asc.models.bcresnet import BCResNet
 from asc.models.linear import MomentsLinear
 from asc.models.tandem import Tandem
 from asc.training.augment import frequency_mask, mixup, random_roll
-from asc.training.checkpoints import ASC_KEY, model_state, read_checkpoint
+from asc.training.checkpoints import ASC_KEY, check_features, model_state, read_checkpoint, saved_features
 from asc.training.metrics import SceneMetrics, scalar_logs
-from asc.training.reports import write_report
+from asc.training.reports import say, write_report
 
 log = logging.getLogger(__name__)
 
 
 class SceneModule(L.LightningModule):
-    """Training and evaluation shared by every stage; subclasses build ``self.model``.
+    """Training and evaluation shared by every stage; subclasses say how their network is made.
+
+    A stage gets its network one way: from its own checkpoint when it is resumed or tested
+    (``on_load_checkpoint`` rebuilds it from the architecture description), or, at the start of a
+    fit, from ``model.init_ckpt`` (the previous stage's checkpoint; read once in ``configure_model``
+    and never needed again). Stages that train a network from scratch also build it from their
+    arguments. Shape facts (bands, frames) come from ``features``, which the CLI links to
+    ``data.features``: nothing about the input is typed twice.
 
     Args:
         lr: SGD learning rate before the Warmup/Annealing callbacks take over (report: 0.035 peak).
@@ -42,8 +53,8 @@ class SceneModule(L.LightningModule):
         roll: random roll in time, fraction of the clip (0.4); 0 turns it off.
         freq_mask: SpecAugment frequency-mask parameter (20); 0 turns it off.
         mixup_alpha: Mixup α (0.2); 0 turns it off.
-        n_frames: frames per clip, for the complexity count (34 for 1 s at a 30 ms hop).
-        bands: mel bands the network takes (feature selection); None for all.
+        init_ckpt: checkpoint the fit starts from (the previous stage's); read at the start of fit only.
+        features: the front end's settings (set from ``data.features`` by the CLI).
         report_name: the row name of this model in test reports.
     """
 
@@ -55,43 +66,71 @@ class SceneModule(L.LightningModule):
         roll: float = 0.4,
         freq_mask: int = 20,
         mixup_alpha: float = 0.2,
-        n_frames: int = 34,
-        bands: list[int] | None = None,
+        init_ckpt: str | None = None,
+        features: FeatureSettings = FeatureSettings(),
         report_name: str | None = None,
     ) -> None:
         super().__init__()
         # Called here, innermost, it collects the arguments of every subclass __init__ still on the stack
-        # too, so a stage built directly in Python has all its hyperparameters, defaults included.
-        self.save_hyperparameters()
-        self.model: nn.Module
-        self.bands = list(bands) if bands is not None else None
+        # too, so a stage built directly in Python has all its hyperparameters, defaults included. The
+        # features travel in the checkpoint's contract instead (plain values, one owner: data.features).
+        self.save_hyperparameters(ignore=["features"])
+        self.features = features
+        self.model: nn.Module | None = None
+        self.history: list[dict[str, Any]] = []  # what compression did so far, carried from stage to stage
+        self.started_from: str | None = None
         self.val_metrics = SceneMetrics()
         self.test_metrics = SceneMetrics()
         self.test_summary: dict[str, Any] | None = None
         self.report_dir: Path | None = None
-        self._predictions: list[tuple[Tensor, Tensor]] = []
 
     # ----------------------------------------------------------------- model
-    def select_bands(self, x: Tensor) -> Tensor:
-        """The front end's band selection: the network sees only the selected mel bands."""
-        return x if self.bands is None else x[:, :, self.bands]
-
     def forward(self, x: Tensor) -> Tensor:
-        return self.model(self.select_bands(x))
+        return self.network(x)
+
+    @property
+    def network(self) -> nn.Module:
+        """The stage's network; one line when a compression stage was given none."""
+        if self.model is None:
+            raise AscError(f"model.init_ckpt: not set; {type(self).__name__} starts from an earlier stage's "
+                           f"checkpoint (or resume it with --ckpt_path)")
+        return self.model
+
+    @property
+    def bits(self) -> int:
+        return 32
 
     def complexity(self) -> Complexity:
-        n_bands = len(self.bands) if self.bands is not None else self.model_bands()
-        return count_complexity(self.model, n_bands, self.hparams.n_frames)
+        """Params and MACs for one clip of the front end's shape (``features``), bands selected inside."""
+        return count_complexity(self.network, self.features.n_frames, bits=self.bits)
 
-    def model_bands(self) -> int:
-        return self.model.n_bands
+    def configure_model(self) -> None:
+        """At the start of a fit that does not resume: take the network from ``model.init_ckpt``, once."""
+        if self.started_from is None and self.hparams.init_ckpt and self.trainer.state.fn == TrainerFn.FITTING:
+            self.start_from(self.hparams.init_ckpt)
 
-    def start_from(self, path: str) -> dict[str, Any]:
-        """Take over the network and bands of an earlier stage's float tandem checkpoint (``model.init_ckpt``,
-        the input of a compression stage); returns its project metadata. Any other model: one line."""
-        from asc.api import model_from_checkpoint
+    def setup(self, stage: str) -> None:
+        data = getattr(self.trainer, "datamodule", None)
+        if data is not None and getattr(data, "features", self.features) != self.features:
+            check_features(self.features, data.features, f"{type(self).__name__} (model.features)")
+        if stage == "fit":
+            self.check_callbacks(self.trainer.callbacks)
 
+    def check_callbacks(self, callbacks: list[Callback]) -> None:
+        """Refuse, before any training, a fit without a callback this stage needs (ADMM phases, QAT)."""
+
+    def start_from(self, path: str) -> None:
+        """Take over the network (or the part this stage uses) of an earlier stage's checkpoint."""
         checkpoint = read_checkpoint(path)
+        check_features(saved_features(checkpoint, path), self.features, f"model.init_ckpt: {path}")
+        self.adopt(checkpoint, path)
+        self.history = list(checkpoint[ASC_KEY].get("history", []))
+        self.started_from = str(path)
+
+    def adopt(self, checkpoint: dict[str, Any], path: str) -> None:
+        """Refuse a checkpoint this stage cannot start from; else take its network (default: all of it).
+
+        Compression stages take a float tandem; the linear and tandem stages override this."""
         saved = checkpoint[ASC_KEY]
         kind, bits = saved["architecture"]["type"], saved.get("bits", 32)
         if kind != "tandem" or bits != 32:
@@ -99,8 +138,6 @@ class SceneModule(L.LightningModule):
             raise AscError(f"model.init_ckpt: {path} holds {held} model; "
                            f"{type(self).__name__} compresses a tandem checkpoint (32-bit)")
         self.model = model_from_checkpoint(checkpoint).train()
-        self.bands = saved.get("bands")
-        return saved
 
     # -------------------------------------------------------------- training
     def augment(self, x: Tensor) -> Tensor:
@@ -136,7 +173,7 @@ class SceneModule(L.LightningModule):
         return 0.0
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        return [{"params": [p for p in self.model.parameters() if p.requires_grad], "name": "primal"}]
+        return [{"params": [p for p in self.network.parameters() if p.requires_grad], "name": "primal"}]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
@@ -145,7 +182,7 @@ class SceneModule(L.LightningModule):
     def on_fit_start(self) -> None:
         complexity = self.complexity()
         log.info("model complexity: %s", complexity)
-        print(f"model complexity: {complexity}")
+        say(f"model complexity: {complexity}")
         if self.logger is not None:
             self.logger.log_hyperparams({f"complexity/{k}": v for k, v in complexity.as_dict().items()})
 
@@ -185,47 +222,30 @@ class SceneModule(L.LightningModule):
         """Stage-specific additions to the test report (selected bands, channel counts)."""
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        probabilities = self(batch["x"]).softmax(dim=1)
-        self._predictions.append((batch["index"].cpu(), probabilities.cpu()))
-        return {"index": batch["index"], "probabilities": probabilities}
-
-    def on_predict_epoch_end(self) -> None:
-        """Write the challenge's submission CSV: filename, scene_label, one probability per class."""
-        dataset = self.trainer.datamodule.datasets["predict"]
-        index = torch.cat([i for i, _ in self._predictions])
-        probabilities = torch.cat([p for _, p in self._predictions])
-        self._predictions.clear()
-        path = Path(self.trainer.default_root_dir) / "submission.csv"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as handle:
-            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-            writer.writerow(["filename", "scene_label", *SCENES])
-            for row, probs in sorted(zip(index.tolist(), probabilities.tolist(), strict=True)):
-                name = Path(dataset.records[row].filename).name
-                writer.writerow([name, SCENES[max(range(len(probs)), key=probs.__getitem__)],
-                                 *(f"{p:.6f}" for p in probs)])
-        self.submission_path = path
+        """Class probabilities by clip; ``SubmissionWriter`` writes them in the challenge's format."""
+        return {"index": batch["index"], "probabilities": self(batch["x"]).softmax(dim=1)}
 
     # ----------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[ASC_KEY] = {"architecture": describe(self.model), "bands": self.bands,
-                               "stage": type(self).__name__}
+        """The checkpoint's contract: all that test, predict, export, complexity and load_model need."""
+        checkpoint[ASC_KEY] = {"architecture": describe(self.network), "features": asdict(self.features),
+                               "stage": f"{type(self).__module__}.{type(self).__qualname__}",
+                               "history": self.history, "bits": self.bits}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Rebuild the network from the checkpoint's description, so a pruned model loads without its config."""
+        """Rebuild the network from the checkpoint's own description (a pruned or band-selected model
+        loads without its config), after checking it was trained on the front end the data give."""
         saved = checkpoint.get(ASC_KEY)
+        path = getattr(self._trainer, "ckpt_path", None) or "checkpoint"
         if saved is None:
-            raise AscError("checkpoint has no architecture description: not a checkpoint of this project")
-        if _description(self.model) != saved["architecture"]:
-            self.model = build(saved["architecture"]).to(self.device)
-        self.bands = saved.get("bands")
+            raise AscError(f"{path}: no architecture description: not a checkpoint of this project")
+        check_features(saved_features(checkpoint, path), self.features, str(path))
+        self.history = list(saved.get("history", []))
+        self.model = self.restore_network(checkpoint).to(self.device)
 
-
-def _description(model: nn.Module) -> dict[str, Any] | None:
-    try:
-        return describe(model)
-    except TypeError:  # a stage still waiting for its network
-        return None
+    def restore_network(self, checkpoint: dict[str, Any]) -> nn.Module:
+        """An untrained network of the checkpoint's architecture (its weights load afterwards)."""
+        return build(checkpoint[ASC_KEY]["architecture"])
 
 
 def log_report_to_wandb(logger: Any, summary: dict[str, Any], folder: Path) -> None:
@@ -248,15 +268,19 @@ class LinearStage(SceneModule):
 
     L1 is applied as a proximal (soft-threshold) step after each SGD step, so unused features reach
     exactly zero and the number of selected features can be read off (the report: about half).
+    ``model.init_ckpt`` (optional) continues from a linear checkpoint.
 
     Args:
-        n_bands: mel bands (256).
+        n_classes: scene classes.
         l1: L1 weight λ; each step shrinks the weights by lr·λ.
     """
 
-    def __init__(self, n_bands: int = 256, n_classes: int = len(SCENES), l1: float = 1e-3, **kwargs: Any) -> None:
+    def __init__(self, n_classes: int = len(SCENES), l1: float = 1e-3, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.model = MomentsLinear(n_bands, n_classes)
+        self.model = MomentsLinear(self.features.n_mels, n_classes)
+
+    def adopt(self, checkpoint: dict[str, Any], path: str) -> None:
+        take_linear(self.network, checkpoint, path)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Proximal L1 step: soft-threshold by lr·λ; a weight set to zero also loses its momentum, so it
@@ -265,7 +289,7 @@ class LinearStage(SceneModule):
             return
         optimizer = self.trainer.optimizers[0]
         lr = optimizer.param_groups[0]["lr"]
-        weight = self.model.classifier.weight
+        weight = self.network.classifier.weight
         with torch.no_grad():
             weight.copy_(weight.sign() * (weight.abs() - lr * self.hparams.l1).clamp_min(0))
             momentum = optimizer.state.get(weight, {}).get("momentum_buffer")
@@ -273,21 +297,21 @@ class LinearStage(SceneModule):
                 momentum[weight == 0] = 0
 
     def on_train_epoch_end(self) -> None:
-        self.log("train/selected_features", self.model.selected_features().sum().float())
+        self.log("train/selected_features", self.network.selected_features().sum().float())
 
     def report_extra(self, folder: Path) -> None:
-        selected = self.model.selected_features()
+        selected = self.network.selected_features()
         text = f"{int(selected.sum())} of {selected.numel()} moment features have a non-zero weight\n"
         (folder / "selected_features.txt").write_text(text)
-        print(text.strip())
+        say(text.strip())
 
 
 class TandemStage(SceneModule):
-    """Stage 2: the tandem, linear(moments) + BC-ResNet, starting from the linear stage's checkpoint.
+    """Stage 2: the tandem, linear(moments) + BC-ResNet; ``model.init_ckpt`` is the linear stage's
+    checkpoint, whose weights start the linear part.
 
     Args:
-        linear_ckpt: checkpoint of the linear stage (its weights start the linear part).
-        n_bands: mel bands (256).
+        n_classes: scene classes.
         width: BC-ResNet width multiplier (8 = Mod-8, c = 80).
         sub_bands: SubSpectralNorm sub-bands.
         dropout: BC-ResNet dropout.
@@ -297,8 +321,6 @@ class TandemStage(SceneModule):
 
     def __init__(
         self,
-        linear_ckpt: str | None = None,
-        n_bands: int = 256,
         n_classes: int = len(SCENES),
         width: float = 8,
         sub_bands: int = 4,
@@ -308,24 +330,21 @@ class TandemStage(SceneModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        linear = MomentsLinear(n_bands, n_classes)
-        if linear_ckpt:
-            load_linear(linear, linear_ckpt)
-        cnn = BCResNet(n_bands, n_classes, width=width, sub_bands=sub_bands, dropout=dropout,
+        n_mels = self.features.n_mels
+        linear = MomentsLinear(n_mels, n_classes)
+        cnn = BCResNet(n_mels, n_classes, width=width, sub_bands=sub_bands, dropout=dropout,
                        resnorm_lambda=resnorm_lambda)
         self.model = Tandem(linear, cnn, zero_init=zero_init)
 
+    def adopt(self, checkpoint: dict[str, Any], path: str) -> None:
+        take_linear(self.network.linear, checkpoint, path)
 
-def load_linear(linear: MomentsLinear, path: str) -> None:
-    """Start the tandem's linear part from a linear-stage checkpoint; refuse any other checkpoint."""
-    checkpoint = read_checkpoint(path)
+
+def take_linear(linear: MomentsLinear, checkpoint: dict[str, Any], path: str) -> None:
+    """Load a linear-stage checkpoint into ``linear``; refuse any other checkpoint with one line."""
     architecture = checkpoint[ASC_KEY]["architecture"]
     if architecture["type"] != "linear":
-        raise AscError(f"model.linear_ckpt: {path} holds a {architecture['type']} model, expected the linear stage's")
+        raise AscError(f"model.init_ckpt: {path} holds a {architecture['type']} model, expected the linear stage's")
     if architecture["n_bands"] != linear.n_bands:
-        raise AscError(
-            f"model.linear_ckpt: {path} has {architecture['n_bands']} bands, "
-            f"the tandem {linear.n_bands} (model.n_bands)"
-        )
+        raise AscError(f"model.init_ckpt: {path} has {architecture['n_bands']} bands, the network {linear.n_bands}")
     linear.load_state_dict(model_state(checkpoint))
-

@@ -19,74 +19,75 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
 from asc.compress import quantization
-from asc.compress.complexity import Complexity, count_complexity
+from asc.data.features import FeatureSettings
 from asc.errors import AscError
-from asc.models.architecture import build
-from asc.training.checkpoints import ASC_KEY
+from asc.training.checkpoints import check_features
 from asc.training.modules import SceneModule
+from asc.training.reports import say
 
 MODELOPT_KEY = "modelopt_state"
 
 
 class QATStage(SceneModule):
-    """Stage 5: int8 quantization-aware fine-tuning of a compressed tandem.
+    """Stage 5: int8 quantization-aware fine-tuning of a compressed tandem (``model.init_ckpt``: the
+    pruning stage's float checkpoint). The ``QAT`` callback inserts and calibrates the quantizers.
 
     Args:
-        init_ckpt: checkpoint of the float model to quantize (the pruning stage's).
         calibration: ``max``, ``percentile`` or ``entropy`` (activation ranges; weights use max).
         calibration_batches: training batches that calibrate the quantizers.
         percentile: percentile of the ``percentile`` method.
     """
 
-    def __init__(self, init_ckpt: str | None = None, calibration: str = "max", calibration_batches: int = 8,
-                 percentile: float = 99.99, **kwargs: Any) -> None:
+    def __init__(self, calibration: str = "max", calibration_batches: int = 8, percentile: float = 99.99,
+                 **kwargs: Any) -> None:
         kwargs.setdefault("lr", 0.0005)
         super().__init__(**kwargs)
         if calibration not in quantization.CALIBRATION_METHODS:
             raise AscError(f"model.calibration: {calibration!r} is not one of "
                            f"{', '.join(quantization.CALIBRATION_METHODS)}")
-        self.model = nn.Module()
-        self.history: list[dict[str, Any]] = []
+        if calibration_batches < 1:
+            raise AscError(f"model.calibration_batches: {calibration_batches} must be at least 1")
         self.quantized = False
-        if init_ckpt:
-            self.history = list(self.start_from(init_ckpt).get("history", []))
+
+    def check_callbacks(self, callbacks: list[Callback]) -> None:
+        if not any(isinstance(callback, QAT) for callback in callbacks):
+            raise AscError("trainer.callbacks: QATStage needs asc.training.qat_stage.QAT (it inserts and "
+                           "calibrates the int8 quantizers); without it the stage would train a float model")
 
     def quantize(self, batches: list[Tensor]) -> None:
-        """Insert quantizers and calibrate them on ``batches`` of log-mels (already band-selected)."""
+        """Insert quantizers and calibrate them on ``batches`` of log-mels (the front end's full bands)."""
 
         def forward_loop(model: nn.Module) -> None:
             for x in batches:
                 model(x.to(self.device))
 
         hp = self.hparams
-        quantization.quantize(self.model, forward_loop, hp.calibration, hp.percentile)
-        quantization.check_calibrated(self.model)
+        quantization.quantize(self.network, forward_loop, hp.calibration, hp.percentile)
+        quantization.check_calibrated(self.network)
         self.quantized = True
 
-    def complexity(self) -> Complexity:
+    @property
+    def bits(self) -> int:
         """Counted on the float architecture (``count_complexity``), reported as 8 bits once quantized."""
-        n_bands = len(self.bands) if self.bands is not None else self.model.n_bands
-        return count_complexity(self.model, n_bands, self.hparams.n_frames, bits=8 if self.quantized else 32)
+        return 8 if self.quantized else 32
 
     def report_extra(self, folder: Path) -> None:
-        quantizers = [name for name, _ in quantization.quantizers(self.model)]
+        quantizers = [name for name, _ in quantization.quantizers(self.network)]
         (folder / "quantization.json").write_text(json.dumps(
             {"calibration": self.hparams.calibration, "quantizers": quantizers, "history": self.history}, indent=2))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint[ASC_KEY]["history"] = self.history
         if self.quantized:
-            checkpoint[ASC_KEY]["bits"] = 8
-            checkpoint[MODELOPT_KEY] = quantization.modelopt_state(self.model)
+            checkpoint[MODELOPT_KEY] = quantization.modelopt_state(self.network)
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_load_checkpoint(checkpoint)
-        self.history = list(checkpoint[ASC_KEY].get("history", []))
-        if MODELOPT_KEY in checkpoint:  # the quantizers go into a fresh float network, then the weights load
-            self.model = build(checkpoint[ASC_KEY]["architecture"]).to(self.device)
-            quantization.restore(self.model, checkpoint[MODELOPT_KEY])
+    def restore_network(self, checkpoint: dict[str, Any]) -> nn.Module:
+        """The quantizers go into a fresh float network, then the weights (and ranges) load."""
+        network = super().restore_network(checkpoint)
+        if MODELOPT_KEY in checkpoint:
+            quantization.restore(network, checkpoint[MODELOPT_KEY])
             self.quantized = True
+        return network
 
 
 class QAT(Callback):
@@ -97,20 +98,21 @@ class QAT(Callback):
             return
         batches = []
         for batch in trainer.datamodule.train_dataloader():
-            batches.append(pl_module.select_bands(batch["x"]))
+            batches.append(batch["x"])
             if len(batches) >= pl_module.hparams.calibration_batches:
                 break
         pl_module.quantize(batches)
         trainer.strategy.setup_optimizers(trainer)
-        print(f"QAT: {len(quantization.quantizers(pl_module.model))} quantizers calibrated "
-              f"({pl_module.hparams.calibration}) on {len(batches)} batches; {pl_module.complexity()}")
+        say(f"QAT: {len(quantization.quantizers(pl_module.network))} quantizers calibrated "
+            f"({pl_module.hparams.calibration}) on {len(batches)} batches; {pl_module.complexity()}")
 
 
 class OnnxModel(SceneModule):
     """Evaluates an exported ``.onnx`` network in onnxruntime with the same test report as a checkpoint.
 
     Args:
-        onnx_path: the ``.onnx`` file written by ``asc export``; its sidecar JSON gives the bands.
+        onnx_path: the ``.onnx`` file written by ``asc export``; its sidecar JSON states the front end
+            it takes (checked against ``data.features``) and its complexity.
     """
 
     def __init__(self, onnx_path: str = "", **kwargs: Any) -> None:
@@ -121,11 +123,12 @@ class OnnxModel(SceneModule):
         self.path = path
         sidecar = path.with_suffix(".json")
         self.front_end = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
-        self.bands = self.front_end.get("bands")
+        if "front_end" in self.front_end:
+            check_features(FeatureSettings.from_dict(self.front_end["front_end"]), self.features, str(path))
         self.model = nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        logits = quantization.run_onnx(self.path, self.select_bands(x).cpu().numpy().astype(np.float32))
+        logits = quantization.run_onnx(self.path, x.cpu().numpy().astype(np.float32))
         return torch.from_numpy(logits).to(x.device)
 
     def report_complexity(self) -> dict[str, Any]:

@@ -1,13 +1,70 @@
-"""Test reports: metrics.json, the per-device table (report's Table 1), the confusion matrix (PNG + CSV)."""
+"""What a user reads: test reports (metrics.json, the per-device table of the report's Table 1, the
+confusion matrix as PNG and CSV), the challenge's submission CSV, and console lines (rank zero only)."""
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities import rank_zero_only
+
 from asc.data.layout import DEVICES, SCENES
+
+
+@rank_zero_only
+def say(message: str) -> None:
+    """A console line for the user, printed by the first process only (one line, not one per GPU)."""
+    print(message, flush=True)
+
+
+class SubmissionWriter(BasePredictionWriter):
+    """``asc predict`` writes the challenge's submission CSV into ``trainer.default_root_dir``:
+    ``filename``, ``scene_label`` and one probability per class, tab-separated, one row per clip.
+
+    Args:
+        filename: name of the CSV in the run folder.
+    """
+
+    def __init__(self, filename: str = "submission.csv") -> None:
+        super().__init__(write_interval="epoch")
+        self.filename = filename
+        self.path: Path | None = None
+
+    def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Sequence[Any],
+                           batch_indices: Sequence[Any]) -> None:
+        outputs = [batch for batches in _per_dataloader(predictions) for batch in batches]
+        index = torch.cat([batch["index"].cpu() for batch in outputs])
+        probabilities = torch.cat([batch["probabilities"].cpu() for batch in outputs])
+        gathered = pl_module.all_gather({"index": index, "probabilities": probabilities})
+        if trainer.is_global_zero:
+            self.path = Path(trainer.default_root_dir) / self.filename
+            records = trainer.datamodule.datasets["predict"].records
+            write_submission(self.path, [r.filename for r in records], gathered["index"].reshape(-1),
+                             gathered["probabilities"].reshape(-1, len(SCENES)))
+
+
+def _per_dataloader(predictions: Sequence[Any]) -> list[Sequence[Any]]:
+    """Lightning nests epoch predictions by dataloader only when there are several."""
+    return list(predictions) if predictions and isinstance(predictions[0], list) else [predictions]
+
+
+def write_submission(path: Path, filenames: Sequence[str], index: torch.Tensor, probabilities: torch.Tensor) -> None:
+    """One row per clip (each once, in the order of ``filenames``), as the challenge's evaluation expects."""
+    rows = dict(zip(index.tolist(), probabilities.tolist(), strict=True))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(["filename", "scene_label", *SCENES])
+        for row in sorted(rows):
+            probs = rows[row]
+            writer.writerow([Path(filenames[row]).name, SCENES[max(range(len(probs)), key=probs.__getitem__)],
+                             *(f"{p:.6f}" for p in probs)])
 
 
 def _percent(value: float | None) -> str:
