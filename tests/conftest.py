@@ -44,3 +44,16 @@ def mini_root(tmp_path: Path) -> Path:
 def shared_mini_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same dataset, shared by the tests of one module that only read it."""
     return make_mini_root(tmp_path_factory.mktemp("data") / "tau_mini")
+
+
+@pytest.fixture
+def wandb_offline(monkeypatch: pytest.MonkeyPatch):
+    """W&B logging offline, as in a user's run without an API key. W&B keeps the settings of its first use
+    (the other tests: disabled) for the whole process, so they are reset before and after."""
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    wandb.teardown()
+    yield
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    wandb.teardown()

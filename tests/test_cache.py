@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +92,38 @@ def test_data_without_index_or_of_wrong_size_is_rebuilt(mini_root: Path) -> None
     assert store.is_complete()
     store.index_path.unlink()
     assert not store.is_complete()
+
+
+def test_a_replaced_wav_is_noticed(mini_root: Path) -> None:
+    """The key covers each file's size and modification time: a WAV replaced after the build means a new cache."""
+    from tests.conftest import write_tone
+
+    store = _cache(mini_root)
+    store.ensure(progress=False)
+    replaced = mini_root / store.filenames[0]
+    stat = replaced.stat()
+    write_tone(replaced, seed=99)
+    os.utime(replaced, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    again = _cache(mini_root)
+    assert again.key != store.key and not again.is_complete()
+    again.ensure(progress=False)
+    assert not np.array_equal(again.open()[0], store.open()[0]) and np.array_equal(again.open()[1], store.open()[1])
+
+
+def test_a_killed_build_leaves_nothing_behind_after_the_next(mini_root: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()  # its pid now names a process that is gone, as a killed build's does
+    folder = mini_root / "cache"
+    folder.mkdir()
+    stale = [folder / f"logmel-abc.f16.partial-{socket.gethostname()}-{finished.pid}",
+             folder / f"logmel-abc.json.partial-{finished.pid}"]
+    alive = [folder / f"logmel-abc.f16.partial-{socket.gethostname()}-{os.getppid()}",
+             folder / f"logmel-abc.f16.partial-another-host-{finished.pid}"]
+    for path in stale + alive:
+        path.write_bytes(b"\0" * 64)
+    _cache(mini_root).ensure(progress=False)
+    assert not any(path.exists() for path in stale) and all(path.exists() for path in alive)

@@ -110,3 +110,117 @@ def test_bad_input_gets_one_line(runs: dict[str, Path], capsys: pytest.CaptureFi
                   "--trainer.default_root_dir", str(tmp_path / "nan"), "--model.lr=1e30", *FAST,
                   "--trainer.max_epochs=20")
     assert re.fullmatch(r"asc: error: training loss became (nan|inf) at epoch \d+, step \d+ .*", line), line
+
+
+def test_checkpoints_and_onnx_files_that_cannot_be_read_get_one_line(runs: dict[str, Path], tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    root = str(runs["root"])
+    good = (runs["tandem"] / "checkpoints" / "last.ckpt").read_bytes()
+    (tmp_path / "truncated.ckpt").write_bytes(good[: len(good) // 3])
+    (tmp_path / "text.ckpt").write_text("not a checkpoint\n")
+    (tmp_path / "garbage.onnx").write_bytes(b"\x08\x07garbage")
+    cases = {
+        ("test", "none.ckpt"): "none.ckpt: checkpoint not found",
+        ("fit", "none.ckpt"): "none.ckpt: checkpoint not found",
+        ("test", "truncated.ckpt"): "truncated.ckpt: not a readable checkpoint",
+        ("predict", "text.ckpt"): "text.ckpt: not a readable checkpoint",
+        ("test", "garbage.onnx"): "garbage.onnx: not a readable ONNX model",
+    }
+    for (command, name), message in cases.items():
+        line = _error(capsys, command, *config("tandem"), "--data.root", root, "--ckpt_path", str(tmp_path / name),
+                      "--trainer.default_root_dir", str(tmp_path / "out"))
+        assert message in line, line
+
+
+@pytest.mark.usefixtures("wandb_offline")
+def test_a_resumed_fit_repeats_the_uninterrupted_one(mini_root: Path, tmp_path: Path) -> None:
+    """Same seed, same data order and augmentations from the resumed epoch, same weights; and one W&B run."""
+    import torch
+
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    common = [*config("tandem"), "--data.root", str(mini_root), "--model.width=1", "--model.init_ckpt=null",
+              "--data.batch_size=2",
+              "--data.cache_workers=0", "--data.progress=false", "--trainer.max_epochs=3"]
+    run("fit", *common, "--trainer.default_root_dir", str(whole))
+    run("fit", *common, "--trainer.default_root_dir", str(parts), "--trainer.max_steps=3")  # stopped after epoch 1
+    assert torch.load(parts / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+    last = str(parts / "checkpoints" / "last.ckpt")
+    run("fit", *common, "--trainer.default_root_dir", str(parts), "--ckpt_path", last)
+    ours, theirs = (torch.load(p / "checkpoints" / "last.ckpt", weights_only=True) for p in (parts, whole))
+    assert ours["epoch"] == theirs["epoch"] == 2
+    assert all(torch.equal(ours["state_dict"][k], theirs["state_dict"][k]) for k in theirs["state_dict"])
+    runs = sorted((parts / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and len({run.name.rsplit("-", 1)[1] for run in runs}) == 1  # resumed: the same run id
+
+
+def test_an_output_folder_that_cannot_be_written_gets_one_line(mini_root: Path, tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    import os
+
+    (tmp_path / "a_file").write_text("")
+    cases = [(tmp_path / "a_file" / "run", "trainer.default_root_dir: cannot create")]
+    if os.geteuid() != 0:  # root writes anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        cases.append((locked / "run", "trainer.default_root_dir: cannot create"))
+    for folder, message in cases:
+        line = _error(capsys, "fit", *config("linear"), "--data.root", str(mini_root),
+                      "--trainer.default_root_dir", str(folder), *FAST)
+        assert message in line and str(folder) in line, line
+
+
+def test_a_fit_prints_one_line_per_epoch(mini_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    run("fit", *config("linear"), "--data.root", str(mini_root), "--trainer.default_root_dir", str(tmp_path / "l"),
+        *FAST, "--trainer.max_epochs=2")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert len(lines) == 2, lines
+    final = json.loads((tmp_path / "l" / "fit_metrics.json").read_text())  # readable without W&B's reader
+    assert final["epoch"] == 2 and 0 <= final["metrics"]["val/accuracy"] <= 1 and "train/loss" in final["metrics"]
+    assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("asc 0.")
+    assert re.fullmatch(r"epoch 1/2: train loss \d+\.\d{4}, val accuracy \d+\.\d\d %, \d+\.\d s", lines[0]), lines
+    assert lines[1].startswith("epoch 2/2: ")
+
+
+@pytest.mark.parametrize("meta", ["none", "unlabelled"])
+def test_predict_scores_the_official_evaluation_set(runs: dict[str, Path], tmp_path: Path, meta: str,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """A root laid out like the challenge's evaluation set: audio/<n>.wav, fold1_test.csv, no labels."""
+    from tests.conftest import write_tone
+
+    root = tmp_path / "evaluation"
+    names = [f"audio/{n}.wav" for n in range(5)]
+    for seed, name in enumerate(names):
+        write_tone(root / name, seed)
+    (root / "evaluation_setup").mkdir()
+    (root / "evaluation_setup" / "fold1_test.csv").write_text("filename\n" + "\n".join(names) + "\n")
+    if meta == "unlabelled":
+        (root / "meta.csv").write_text("filename\n" + "\n".join(names) + "\n")
+    ckpt = str(runs["tandem"] / "checkpoints" / "last.ckpt")
+    run("predict", "--ckpt_path", ckpt, "--data.root", str(root), "--trainer.default_root_dir", str(tmp_path / "out"))
+    with (tmp_path / "out" / "submission.csv").open() as handle:
+        rows = list(csv.reader(handle, delimiter="\t"))
+    assert rows[0] == ["filename", "scene_label", *SCENES] and [row[0] for row in rows[1:]] == [
+        f"{n}.wav" for n in range(5)]
+    assert all(row[1] in SCENES for row in rows[1:])
+    capsys.readouterr()
+    line = _error(capsys, "test", "--ckpt_path", ckpt, "--data.root", str(root), "--trainer.default_root_dir",
+                  str(tmp_path / "out"))
+    assert "an evaluation set (fold1_test.csv, no labels)" in line, line
+
+
+@pytest.mark.usefixtures("wandb_offline")
+def test_on_the_fly_features_work_with_loader_workers(mini_root: Path, tmp_path: Path) -> None:
+    """--data.cache false with worker processes: each worker starts fresh (no forked W&B service or half-imported
+    librosa), with W&B logging offline as in a real run."""
+    run("fit", *config("linear"), "--data.root", str(mini_root), "--trainer.default_root_dir", str(tmp_path / "l"),
+        *FAST, "--data.cache=false", "--data.num_workers=2", "--trainer.max_epochs=2")
+    assert json.loads((tmp_path / "l" / "fit_metrics.json").read_text())["epoch"] == 2
+
+
+def test_sweep_agents_sharing_a_sweep_get_a_folder_per_trial(monkeypatch: pytest.MonkeyPatch) -> None:
+    from asc.cli.lightning_cli import run_folder
+
+    assert run_folder("runs/pruning") == "runs/pruning"
+    monkeypatch.setenv("WANDB_SWEEP_ID", "s1")
+    monkeypatch.setenv("WANDB_RUN_ID", "r7")
+    assert run_folder("runs/pruning") == str(Path("runs/pruning") / "sweep-s1" / "r7")

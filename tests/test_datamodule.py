@@ -67,3 +67,22 @@ def test_missing_wav_stops_before_any_work(mini_root: Path) -> None:
     (mini_root / "audio/park-prague-1021-42100-0-s5.wav").unlink()
     with pytest.raises(AscError, match=r"park-prague-1021-42100-0-s5\.wav: listed in meta\.csv line 13 but missing"):
         _module(mini_root).prepare_data()
+
+
+def test_on_the_fly_features_announce_repairs_once(mini_root: Path) -> None:
+    """Without the cache every epoch loads the clips again; the repairs are still counted once per clip."""
+    import warnings
+
+    write_tone(mini_root / "audio/bus-lisbon-1010-41000-0-a.wav", 5, rate=22_050)
+    data = _module(mini_root, cache=False)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        data.prepare_data()
+        data.setup("fit")
+        for _epoch in range(2):
+            for _batch in data.train_dataloader():
+                pass
+        data.teardown("fit")
+    lines = [str(w.message) for w in record if "audio fixed" in str(w.message)]
+    assert lines == ["audio fixed while loading: 1 clip(s) at 22050 Hz instead of 44100 Hz "
+                     "(first audio/bus-lisbon-1010-41000-0-a.wav)"], lines

@@ -90,3 +90,21 @@ def test_missing_wav_names_file_and_meta_line(mini_root: Path) -> None:
     index = DatasetIndex(mini_root)
     with pytest.raises(AscError, match=r"bus-lisbon-1010-41000-1-a\.wav: listed in meta\.csv line 8 but missing"):
         index.check_audio_exists(index.filenames("train"))
+
+
+def test_a_byte_order_mark_is_accepted(mini_root: Path) -> None:
+    """Spreadsheet programs write UTF-8 with a byte-order mark; the header still reads as filename."""
+    for name in ("meta.csv", "evaluation_setup/fold1_train.csv"):
+        path = mini_root / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    index = DatasetIndex(mini_root)
+    assert len(index.records("train")) == 6
+
+
+def test_a_file_that_is_not_utf8_is_named_with_its_line(mini_root: Path) -> None:
+    path = mini_root / "meta.csv"
+    lines = path.read_bytes().split(b"\n")
+    lines[3] = lines[3].replace(b"airport", b"a\xefroport")  # Latin-1 "ï"
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(AscError, match=r"meta\.csv:4: not UTF-8 text \(byte 0xef\)"):
+        DatasetIndex(mini_root)

@@ -7,6 +7,7 @@ import io
 import json
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,9 +76,11 @@ def pipeline(shared_mini_root: Path, tmp_path_factory: pytest.TempPathFactory) -
     """Every stage fit and tested once through ``asc pipeline``; the tests below only read its output."""
     folder = tmp_path_factory.mktemp("pipeline")
     configs, out = tiny_configs(folder / "configs"), folder / "runs"
-    with contextlib.redirect_stdout(io.StringIO()) as printed:
+    with contextlib.redirect_stdout(io.StringIO()) as printed, warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
         run = ["pipeline", "--configs", str(configs), "--data.root", str(shared_mini_root), "--out", str(out)]
         assert main(run) == 0
+    assert not [w for w in warned if "args parameter" in str(w.message)]  # one command line runs every stage
     return Pipeline(shared_mini_root, configs, out, printed.getvalue())
 
 
@@ -238,6 +241,22 @@ def test_arguments_are_checked_before_training(shared_mini_root: Path, tmp_path:
         assert len(lines) == 1 and "trainer.callbacks: " in lines[0] and needed in lines[0], lines
 
 
+def test_skip_done_resumes_an_interrupted_stage(shared_mini_root: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture) -> None:
+    configs, out = tiny_configs(tmp_path / "configs"), tmp_path / "runs"
+    common = ["--data.root", str(shared_mini_root), "--trainer.max_epochs=2"]
+    # A fit stopped after its first epoch (one step here) leaves last.ckpt behind, as a killed run does.
+    assert main(["fit", *layered(configs, "linear"), *common, "--trainer.default_root_dir", str(out / "linear"),
+                 "--trainer.max_steps=1"]) == 0
+    capsys.readouterr()
+    assert main(["pipeline", "--configs", str(configs), "--out", str(out), "--stages", "linear", "--skip-done",
+                 *common]) == 0
+    assert f"== linear: fit (resuming from {out / 'linear' / 'checkpoints' / 'last.ckpt'})" in capsys.readouterr().out
+    finished = torch.load(out / "linear" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert (finished["epoch"], finished["global_step"]) == (1, 2)  # the first epoch was not trained again
+    assert (out / "linear" / "test" / "metrics.json").is_file()
+
+
 def test_pruning_refuses_a_checkpoint_that_is_not_a_tandem(mini_root: Path, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture) -> None:
     configs = tiny_configs(tmp_path / "configs")
@@ -339,3 +358,43 @@ def test_tensorrt_engine_needs_tensorrt_and_a_gpu(tmp_path: Path) -> None:
     export_onnx(model, torch.zeros(1, 1, 64, 34), tmp_path / "model.onnx")
     build_engine(tmp_path / "model.onnx", tmp_path / "model.plan", 64, 34)
     assert (tmp_path / "model.plan").stat().st_size > 0
+
+
+def test_sweep_runs_from_anywhere_and_its_search_is_seeded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    """The sweep file's configs are found from another working directory; --seed fixes the proposals."""
+    import asc.cli.lightning_cli as lightning_cli
+
+    repository = tmp_path / "repo"
+    (repository / "sweeps").mkdir(parents=True)
+    shutil.copytree(CONFIGS.parent, repository / "configs")
+    sweep = yaml.safe_load((Path(__file__).parents[1] / "sweeps" / "pruning.yaml").read_text())
+    sweep["method"] = "random"
+    (repository / "sweeps" / "pruning.yaml").write_text(yaml.safe_dump(sweep))
+    calls: list[list[str]] = []
+
+    def fit_and_score(args: list[str], metric: str) -> float:
+        calls.append(args)
+        return 0.5
+
+    monkeypatch.setattr(lightning_cli, "fit_and_score", fit_and_score)
+    monkeypatch.chdir(tmp_path)
+    proposals = []
+    for attempt in range(3):
+        seed = "7" if attempt < 2 else "8"
+        calls.clear()
+        assert main(["sweep", "repo/sweeps/pruning.yaml", "--count", "2", "--seed", seed, "--out", f"s{attempt}",
+                     "--", "--data.root", "data"]) == 0
+        configs = [args[args.index("--config") + 1] for args in calls]
+        assert configs == [str(repository / "configs" / "dcase2022" / "base.yaml")] * 2
+        proposals.append([[a for a in args if a.startswith("--model.")] for args in calls])
+    assert proposals[0] == proposals[1] != proposals[2]
+    assert "asc sweep FILE --out DIR" in _help(capsys, "sweep") and "--" in _help(capsys, "sweep")
+    assert "goes to every stage" in _help(capsys, "pipeline")
+
+
+def _help(capsys: pytest.CaptureFixture, command: str) -> str:
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    return capsys.readouterr().out

@@ -187,3 +187,37 @@ def test_float_onnx_has_no_qdq_and_run_onnx_checks_the_shape(tmp_path: Path) -> 
         quantization.run_onnx(path, x[:, 0].numpy())
     with pytest.raises(AscError, match="missing"):
         quantization.export_onnx(model, x[:1], tmp_path / "missing" / "model.onnx")
+
+
+def test_export_gate_ignores_near_ties_and_catches_a_wrong_scale(tmp_path: Path) -> None:
+    """The gate counts a changed class only where PyTorch's top-2 margin exceeds the logit tolerance, so a
+    correct export passes every time; a single corrupted quantization scale fails it."""
+    import onnx
+    from onnx import numpy_helper
+
+    from asc.cli.export import compare
+
+    model = calibrate(tandem()).eval()
+    path = tmp_path / "model.onnx"
+    quantization.export_onnx(model, torch.zeros(1, 1, N_BANDS, N_FRAMES), path)
+    x = inputs(256, 9) * 3
+    with torch.no_grad():
+        reference = model(x).numpy()
+    good = compare(reference, quantization.run_onnx(path, x.numpy()), quantized=True)
+    assert good.correct and good.decisive > 0, good
+
+    # A near-tie flipped by rounding does not fail a correct export.
+    tie = reference.copy()
+    tie[0, :2] = [5.0, 5.0 + 1e-3]
+    flipped = tie.copy()
+    flipped[0, :2] = [5.0 + 1e-3, 5.0]
+    assert compare(tie, flipped, quantized=True).correct
+
+    graph = onnx.load(str(path))
+    scales = {node.input[1] for node in graph.graph.node if node.op_type == "DequantizeLinear"}
+    constants = [node for node in graph.graph.node if node.op_type == "Constant" and node.output[0] in scales]
+    tensor = next(c.attribute[0].t for c in constants if numpy_helper.to_array(c.attribute[0].t).size == 1)
+    tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) * 16, tensor.name))  # one activation scale
+    onnx.save(graph, str(tmp_path / "broken.onnx"))
+    broken = compare(reference, quantization.run_onnx(tmp_path / "broken.onnx", x.numpy()), quantized=True)
+    assert not broken.correct, broken

@@ -7,7 +7,7 @@ import argparse
 import json
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +17,54 @@ from asc.data.features import FeatureSettings
 from asc.data.layout import SCENES
 from asc.errors import AscError
 
-#: Share of clips on which onnxruntime must predict the class PyTorch predicts. Logits differ by up to
-#: about 3e-2 (an activation now and then lands one int8 step apart: float rounding in ResNorm, batch
-#: norm and the moments differs between the two), so classes, not logits, are the criterion.
+#: Share of clips on which onnxruntime must predict the class PyTorch predicts.
 MIN_AGREEMENT = 0.995
+#: Logit difference a correct export may show, int8 and float. In int8 an activation now and then lands
+#: one quantization step apart (float rounding in ResNorm, batch norm and the moments differs between
+#: onnxruntime and PyTorch): up to 0.1 was measured on the demo's 540 clips, with a median below 0.01.
+#: A clip whose two best classes are closer than this is a near-tie: its class may flip in a correct
+#: export, so it does not count against the gate (5 exports of one QAT checkpoint on random log-mels
+#: gave 100.00, 99.61, 100.00, 99.61, 99.61 % plain agreement; a 99.5 % gate failed now and then).
+LOGIT_TOLERANCE = {"int8": 0.25, "float": 1e-3}
+#: The median logit difference may not exceed this share of the tolerance (a wrong scale moves them all).
+TYPICAL_SHARE = 0.2
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """onnxruntime against PyTorch: classes on the clips whose top-2 margin exceeds the tolerance, and logits."""
+
+    clips: int
+    decisive: int
+    disagree: int
+    max_difference: float
+    median_difference: float
+    tolerance: float
+
+    @property
+    def share(self) -> float:
+        return 1.0 - self.disagree / max(self.decisive, 1)
+
+    @property
+    def correct(self) -> bool:
+        return self.share >= MIN_AGREEMENT and self.median_difference <= TYPICAL_SHARE * self.tolerance
+
+    def __str__(self) -> str:
+        return (f"onnxruntime vs PyTorch on {self.clips} clips: predicted classes agree on {100 * self.share:.2f} % "
+                f"of the {self.decisive} clips whose top-2 margin exceeds {self.tolerance:g} "
+                f"(near-ties left out), max |logit difference| {self.max_difference:.2e}, "
+                f"median {self.median_difference:.2e}")
+
+
+def compare(reference: np.ndarray, ours: np.ndarray, quantized: bool) -> Agreement:
+    """Agreement of two logit arrays ``(clips, classes)``; PyTorch's margins decide which clips are decisive."""
+    tolerance = LOGIT_TOLERANCE["int8" if quantized else "float"]
+    top2 = np.sort(reference, axis=1)[:, -2:]
+    decisive = (top2[:, 1] - top2[:, 0]) > tolerance
+    disagree = decisive & (reference.argmax(1) != ours.argmax(1))
+    difference = np.abs(reference - ours)
+    return Agreement(len(reference), int(decisive.sum()), int(disagree.sum()), float(difference.max()),
+                     float(np.median(difference)), tolerance)
 
 
 def front_end(features: FeatureSettings, bands: list[int] | None, complexity: dict) -> dict:
@@ -67,34 +111,28 @@ def export(argv: Sequence[str]) -> int:
     bands = checkpoint[ASC_KEY]["architecture"].get("bands")
     sidecar.write_text(json.dumps(front_end(features, bands, complexity), indent=2))
     summary = quantization.onnx_qdq_summary(args.out)
-    agreement, difference, clips = verify(model, args.out, shape, args.root, features)
+    agreement = verify(model, args.out, shape, args.root, features)
     print(f"ONNX written to {args.out.resolve()} (front end: {sidecar.resolve()})")
     print(f"  Q/DQ: {summary}")
-    print(f"  onnxruntime vs PyTorch on {clips} clips: predicted classes agree on {100 * agreement:.2f} %, "
-          f"max |logit difference| {difference:.2e}")
-    if agreement < MIN_AGREEMENT:
-        raise AscError(f"{args.out}: onnxruntime agrees with PyTorch on only {100 * agreement:.2f} % of clips "
-                       f"(need {100 * MIN_AGREEMENT:.1f} %)")
+    print(f"  {agreement}")
+    if not agreement.correct:
+        raise AscError(f"{args.out}: onnxruntime does not reproduce PyTorch: {agreement}")
     if args.engine is not None:
         build_engine(args.out, args.engine, *shape)
     return 0
 
 
-def verify(model, path: Path, shape: tuple[int, int], root: str | None, features: FeatureSettings):
-    """(class agreement, max logit difference, clips) of onnxruntime against PyTorch on full log-mels."""
+def verify(model, path: Path, shape: tuple[int, int], root: str | None, features: FeatureSettings) -> Agreement:
+    """onnxruntime against PyTorch on full log-mels: the evaluate split with ``root``, else random ones."""
     from asc.compress import quantization
 
     inputs = list(_evaluate_batches(root, features)) if root else [torch.randn(256, 1, *shape) * 3]
-    agree = total = 0
-    difference = 0.0
+    references, ours = [], []
     with torch.no_grad():
         for x in inputs:
-            reference = model(x).numpy()
-            ours = quantization.run_onnx(path, x.numpy().astype(np.float32))
-            agree += int((reference.argmax(1) == ours.argmax(1)).sum())
-            total += len(x)
-            difference = max(difference, float(np.abs(reference - ours).max()))
-    return agree / total, difference, total
+            references.append(model(x).numpy())
+            ours.append(quantization.run_onnx(path, x.numpy().astype(np.float32)))
+    return compare(np.concatenate(references), np.concatenate(ours), quantization.is_quantized(model))
 
 
 def _evaluate_batches(root: str, features: FeatureSettings):
@@ -114,8 +152,8 @@ def build_engine(onnx_path: Path, engine_path: Path, n_mels: int, frames: int) -
         import tensorrt as trt
     except ImportError:
         raise AscError(
-            "--engine: TensorRT is not installed (pip install 'asc[tensorrt]' on a machine with an NVIDIA GPU; "
-            "its libraries come from NVIDIA's package index); the ONNX file was written"
+            "--engine: TensorRT is not installed (on a machine with an NVIDIA GPU: pip install -e '.[tensorrt]' "
+            "in the asc clone, or pip install tensorrt-cu12 for CUDA 12); the ONNX file was written"
         ) from None
     if not torch.cuda.is_available():
         raise AscError("--engine: TensorRT needs a CUDA GPU and none is visible; the ONNX file was written")

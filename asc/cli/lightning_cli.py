@@ -6,6 +6,7 @@ import argparse
 import os
 import re
 import sys
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,10 @@ class AscCLI(LightningCLI):
     """
 
     def __init__(self, *args: Any, args_for_defaults: list[str] | None = None, **kwargs: Any) -> None:
-        self.checkpoint_defaults = checkpoint_defaults(args_for_defaults or [])
-        self.checkpoint_path = _option(args_for_defaults or [], "--ckpt_path")
+        command = args_for_defaults or []
+        self.checkpoint_path = _option(command, "--ckpt_path") or _option(command, "--model.onnx_path")
+        self.checkpoint_defaults = checkpoint_defaults(command)
+        self.resumed_run = self.checkpoint_defaults.pop("logger_version", None)
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -56,14 +59,22 @@ class AscCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """Replaced by ``checkpoint_defaults``: what the user writes wins over what the checkpoint holds."""
 
+    def parse_arguments(self, parser, args) -> None:
+        """Parse, then settle the run folder and check what can be checked before anything else happens
+        (before the seed is set, the data read or a logger started)."""
+        super().parse_arguments(parser, args)
+        subcommand = self.config.get("subcommand")
+        config = self.config[subcommand] if subcommand else self.config
+        root = run_folder(config.trainer.get("default_root_dir") or "runs/default")
+        config.trainer.default_root_dir = root
+        writable_folder(root)
+        if subcommand == "fit" and config.get("ckpt_path") and config.model.get("init_args"):
+            config.model.init_args.init_ckpt = None  # resuming: the network comes from its own checkpoint
+        self.check_front_end(config, subcommand)
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        root = config.trainer.get("default_root_dir") or "runs/default"
-        config.trainer.default_root_dir = root
-        Path(root).mkdir(parents=True, exist_ok=True)
-        if self.subcommand == "fit" and config.get("ckpt_path") and config.model.get("init_args"):
-            config.model.init_args.init_ckpt = None  # resuming: the network comes from its own checkpoint
-        self.check_front_end(config)
+        root = config.trainer.default_root_dir
         logger = config.trainer.get("logger")
         for entry in logger if isinstance(logger, list) else [logger]:
             if _is_wandb(entry):
@@ -71,22 +82,27 @@ class AscCLI(LightningCLI):
                     entry.init_args.save_dir = entry.init_args.dir = root
                 if not entry.init_args.get("name"):
                     entry.init_args.name = Path(root).name
+                if self.subcommand == "fit" and self.resumed_run and not entry.init_args.get("id"):
+                    entry.init_args.id, entry.init_args.resume = self.resumed_run, "allow"  # one run, not two
         for callback in config.trainer.get("callbacks") or []:
             is_checkpoint = str(callback.get("class_path", "")).endswith("ModelCheckpoint")
             if is_checkpoint and not callback.init_args.get("dirpath"):
                 callback.init_args.dirpath = str(Path(root) / "checkpoints")
 
-    def check_front_end(self, config: Any) -> None:
-        """Before any data is read: the checkpoint's front end must be the one ``data.features`` describes."""
-        if not self.checkpoint_defaults:
-            return
+    def check_front_end(self, config: Any, subcommand: str | None) -> None:
+        """Before any data is read: ``--ckpt_path``'s and ``model.init_ckpt``'s front end must be the one
+        ``data.features`` describes (the stage reads its init checkpoint once, at fit start)."""
         from asc.data.features import FeatureSettings
-        from asc.training.checkpoints import check_features
+        from asc.training.checkpoints import check_features, read_checkpoint, saved_features
 
-        trained = {key.removeprefix("data.features."): value for key, value in self.checkpoint_defaults.items()
-                   if key.startswith("data.features.")}
         given = FeatureSettings.from_dict(dict(config.data.features))
-        check_features(FeatureSettings.from_dict(trained), given, str(self.checkpoint_path))
+        if self.checkpoint_defaults:
+            trained = {key.removeprefix("data.features."): value for key, value in self.checkpoint_defaults.items()
+                       if key.startswith("data.features.")}
+            check_features(FeatureSettings.from_dict(trained), given, str(self.checkpoint_path))
+        init = (config.model.get("init_args") or {}).get("init_ckpt") if subcommand == "fit" else None
+        if init:
+            check_features(saved_features(read_checkpoint(init), init), given, f"model.init_ckpt: {init}")
 
     def after_test(self) -> None:
         folder = getattr(self.model, "report_dir", None)
@@ -99,12 +115,31 @@ class AscCLI(LightningCLI):
             print(f"submission written to {writers[0].path.resolve()}")
 
 
+def run_folder(root: str) -> str:
+    """The run's folder; under a W&B sweep agent each trial gets its own (``ROOT/sweep-<id>/<run id>``), so
+    agents on several machines or GPUs sharing one sweep never write into one another's folder."""
+    sweep, run = os.environ.get("WANDB_SWEEP_ID"), os.environ.get("WANDB_RUN_ID")
+    return str(Path(root) / f"sweep-{sweep}" / run) if sweep and run else root
+
+
+def writable_folder(root: str) -> None:
+    """Create the run folder, or stop in one line before any training (W&B would silently go to /tmp)."""
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AscError(f"trainer.default_root_dir: cannot create {root} ({error.strerror or error})") from None
+    if not os.access(root, os.W_OK | os.X_OK):
+        raise AscError(f"trainer.default_root_dir: {root} is not writable")
+
+
 def checkpoint_defaults(args: list[str]) -> dict[str, Any]:
     """Defaults taken from the checkpoint of ``--ckpt_path`` (test, validate, predict, resumed fit): its
     stage and model arguments, its data settings (front end included), and its run folder."""
-    path = _option(args, "--ckpt_path")
-    if not path or not args or args[0] not in ("fit", "validate", "test", "predict") or path.endswith(".onnx"):
+    path = _option(args, "--ckpt_path") or _option(args, "--model.onnx_path")
+    if not path or not args or args[0] not in ("fit", "validate", "test", "predict"):
         return {}
+    if path.endswith(".onnx"):
+        return onnx_defaults(Path(path))
     from asc.training.checkpoints import ASC_KEY, read_checkpoint, saved_features
 
     checkpoint = read_checkpoint(path)
@@ -116,10 +151,25 @@ def checkpoint_defaults(args: list[str]) -> dict[str, Any]:
     defaults.update({f"data.features.{key}": value for key, value in features.items()})
     if stage:
         defaults["model"] = {"class_path": stage, "init_args": model}
+    if args[0] == "fit" and checkpoint[ASC_KEY].get("logger_version"):
+        defaults["logger_version"] = checkpoint[ASC_KEY]["logger_version"]
     folder = Path(path).parent
     defaults["trainer.logger"] = False  # a config file names the experiment's logger; the checkpoint does not
     defaults["trainer.default_root_dir"] = str(folder.parent if folder.name == "checkpoints" else folder)
     return defaults
+
+
+def onnx_defaults(path: Path) -> dict[str, Any]:
+    """``asc test --ckpt_path model.onnx``: the report goes next to the file, the front end of its sidecar."""
+    import json
+
+    sidecar = path.with_suffix(".json")
+    front_end = json.loads(sidecar.read_text()).get("front_end", {}) if sidecar.is_file() else {}
+    from asc.data.features import FeatureSettings
+
+    features = asdict(FeatureSettings.from_dict(front_end))
+    return {"trainer.logger": False, "trainer.default_root_dir": str(path.parent),
+            **{f"data.features.{key}": value for key, value in features.items()}}
 
 
 #: Data settings that belong to the experiment (not to the machine: workers, cache folder, progress bars).
@@ -206,18 +256,21 @@ def _run_cli(args: list[str]) -> AscCLI:
     """One LightningCLI run; its W&B run is finished so that the next stage of a pipeline or sweep
     (same process) starts its own run instead of reusing this one."""
     try:
-        return AscCLI(
-            SceneModule,
-            DCASEDataModule,
-            args_for_defaults=args,
-            subclass_mode_model=True,
-            save_config_callback=LogConfigCallback,
-            save_config_kwargs={"overwrite": True},
-            parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False, "allow_abbrev": False},
-            auto_configure_optimizers=False,
-            seed_everything_default=0,
-            args=None if args == sys.argv[1:] else args,  # avoids Lightning's warning when run as a script
-        )
+        with warnings.catch_warnings():  # asc pipeline and asc sweep run several stages from one command line
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            return AscCLI(
+                SceneModule,
+                DCASEDataModule,
+                args_for_defaults=args,
+                subclass_mode_model=True,
+                save_config_callback=LogConfigCallback,
+                save_config_kwargs={"overwrite": True},
+                parser_kwargs={"parser_mode": "omegaconf", "exit_on_error": False, "allow_abbrev": False},
+                auto_configure_optimizers=False,
+                trainer_defaults={"enable_progress_bar": sys.stderr.isatty()},  # bars in a terminal, not in a log
+                seed_everything_default=0,
+                args=None if args == sys.argv[1:] else args,  # avoids Lightning's warning when run as a script
+            )
     finally:
         _finish_wandb()
 

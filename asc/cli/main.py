@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 from asc.errors import AscError
 
-USAGE = """usage: asc COMMAND [options]
+USAGE = """usage: asc COMMAND [options]   (asc --version)
 
 Lightning CLI:  fit | validate | test | predict   --config FILE [--data.root DIR] [--key=value ...]
 Extra commands:
@@ -58,6 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if args else 2
+    if args[0] in ("-V", "--version"):
+        from asc import __version__
+
+        print(f"asc {__version__}")
+        return 0
     try:
         commands = _extra_commands()
         if args[0] in commands:

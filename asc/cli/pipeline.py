@@ -25,13 +25,17 @@ def pipeline(argv: Sequence[str]) -> int:
     """Fit and test the stages in order under one output folder, then print the summary tables."""
     from asc.cli.main import main
 
-    parser = argparse.ArgumentParser(prog="asc pipeline", description=pipeline.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="asc pipeline", description=pipeline.__doc__,
+        epilog="Any other argument (--key=value) goes to every stage's asc fit and asc test, e.g. "
+               "--trainer.max_epochs=2 or --data.num_workers=4.")
     parser.add_argument("--configs", type=Path, default=Path("configs/builtin"),
                         help="base.yaml + one <stage>.yaml per stage (configs/builtin or configs/dcase2022)")
     parser.add_argument("--data.root", dest="root", required=True, help="dataset root")
     parser.add_argument("--out", type=Path, required=True, help="output folder: one subfolder per stage")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
-    parser.add_argument("--skip-done", action="store_true", help="reuse stages whose test report exists")
+    parser.add_argument("--skip-done", action="store_true",
+                        help="reuse stages whose test report exists; resume an interrupted stage from its last.ckpt")
     args, extra = parser.parse_known_args(argv)
     stages = [s for s in args.stages.split(",") if s]
     unknown = [s for s in stages if s not in STAGES]
@@ -48,8 +52,9 @@ def pipeline(argv: Sequence[str]) -> int:
                   "--data.root", args.root, "--trainer.default_root_dir", str(folder), *extra]
         link = [f"--model.init_ckpt={previous}"] if previous is not None else []
         if not (args.skip_done and (folder / "test" / "metrics.json").is_file()):
-            print(f"== {stage}: fit", flush=True)
-            _run(main, ["fit", *common, *link])
+            resume = ["--ckpt_path", str(ckpt)] if args.skip_done and ckpt.is_file() else []
+            print(f"== {stage}: fit" + (f" (resuming from {ckpt})" if resume else ""), flush=True)
+            _run(main, ["fit", *common, *link, *resume])
             print(f"== {stage}: test", flush=True)
             _run(main, ["test", *common, "--ckpt_path", str(ckpt)])
         previous = ckpt

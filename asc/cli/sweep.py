@@ -19,11 +19,25 @@ from asc.errors import AscError
 
 
 def base_arguments(config: dict[str, Any], path: Path) -> list[str]:
-    """The sweep's ``command`` without the program, the subcommand and W&B's ``${...}`` macros."""
+    """The sweep's ``command`` without the program, the subcommand and W&B's ``${...}`` macros; its config
+    files are found from any working directory (see ``find_config``)."""
     command = [str(part) for part in config.get("command", [])]
     if "fit" not in command:
         raise AscError(f"{path}: 'command' must run 'asc fit ... ${{args}}'")
-    return [part for part in command[command.index("fit") + 1:] if not part.startswith("${")]
+    arguments = [part for part in command[command.index("fit") + 1:] if not part.startswith("${")]
+    return [find_config(part, path) if previous == "--config" else part
+            for previous, part in zip(["", *arguments[:-1]], arguments, strict=True)]
+
+
+def find_config(name: str, sweep_file: Path) -> str:
+    """A config path of a sweep's command as given when it exists from here, else relative to the sweep
+    file's folder or one of its parents (``sweeps/x.yaml`` names ``configs/...`` from the repository root)."""
+    if Path(name).is_absolute() or Path(name).is_file():
+        return name
+    for folder in sweep_file.resolve().parents:
+        if (folder / name).is_file():
+            return str(folder / name)
+    raise AscError(f"{sweep_file}: config {name} of its command not found (from here or from the sweep file's folder)")
 
 
 def sweep(argv: Sequence[str]) -> int:
@@ -31,10 +45,15 @@ def sweep(argv: Sequence[str]) -> int:
     import sweeps
     from asc.cli.lightning_cli import fit_and_score
 
-    parser = argparse.ArgumentParser(prog="asc sweep", description=sweep.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="asc sweep", description=sweep.__doc__,
+        usage="asc sweep FILE --out DIR [--count N] [--seed S] -- [asc fit arguments for every run]",
+        epilog="Everything after -- goes to every trial's asc fit, e.g. "
+               "asc sweep sweeps/pruning.yaml --count 8 --out runs/sweep -- --data.root DIR --model.init_ckpt CKPT")
     parser.add_argument("config", type=Path, help="W&B sweep config (yaml)")
     parser.add_argument("--count", type=int, default=4, help="number of runs")
     parser.add_argument("--out", type=Path, required=True, help="folder for the runs (run-0, run-1, ...)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the search: the same seed proposes the same runs")
     args, extra = parser.parse_known_args(argv)
     extra = [part for part in extra if part != "--"]
     if not args.config.is_file():
@@ -47,6 +66,7 @@ def sweep(argv: Sequence[str]) -> int:
     base = base_arguments(config, args.config)
     runs: list[sweeps.SweepRun] = []
     for number in range(args.count):
+        _seed_search(args.seed, number)
         proposal = sweeps.next_run(config, runs, validate=True)
         if proposal is None:  # a grid is exhausted
             break
@@ -66,6 +86,19 @@ def sweep(argv: Sequence[str]) -> int:
     print(f"best: {results[0]}" if results else "no runs")
     print(f"sweep results written to {(args.out / 'sweep_results.json').resolve()}")
     return 0
+
+
+def _seed_search(seed: int, number: int) -> None:
+    """W&B's search engine draws from Python's and numpy's global generators (a trial's fit reseeds them)."""
+    import random
+
+    import numpy as np
+
+    from asc.data.datamodule import derived_seed
+
+    state = derived_seed(seed, number)
+    random.seed(state)
+    np.random.seed(state % 2**32)
 
 
 def _plain(value: Any) -> Any:

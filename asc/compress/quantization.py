@@ -271,17 +271,26 @@ def _session(path: str, mtime_ns: int, size: int) -> Any:
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
+def onnx_session(path: Path) -> Any:
+    """The onnxruntime session of an ONNX file; one line for a file that is missing or not a model."""
+    path = Path(path)
+    if not path.is_file():
+        raise AscError(f"{path}: ONNX file not found")
+    stat = path.stat()
+    try:
+        return _session(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    except Exception as error:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise AscError(f"{path}: not a readable ONNX model: {reason}") from None
+
+
 def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
     """Logits of an exported model in onnxruntime (CPU) for log-mels ``x`` of shape ``(batch, 1, F, T)``.
 
     The shape is checked against the model's declared input first, so a file exported for other
     bands or clip lengths gives one clear line instead of an onnxruntime stack trace.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise AscError(f"{path}: ONNX file not found")
-    stat = path.stat()
-    session = _session(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    session = onnx_session(path)
     declared = session.get_inputs()[0]
     expected = [dim if isinstance(dim, int) else "batch" for dim in declared.shape]
     fits = len(expected) == x.ndim and all(

@@ -23,26 +23,52 @@ RESAMPLE_TYPE = "soxr_hq"
 
 @dataclass
 class AudioIssues:
-    """Counts of clips that needed fixing, with the first file of each kind, for one summary warning."""
+    """The clips that needed fixing, by kind, for one summary warning; a clip met twice (every epoch of
+    on-the-fly features, or in several processes) counts once."""
 
-    counts: Counter = field(default_factory=Counter)
+    clips: dict[str, set[str]] = field(default_factory=dict)
     first: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def counts(self) -> Counter:
+        return Counter({kind: len(names) for kind, names in self.clips.items()})
+
     def add(self, kind: str, filename: str) -> None:
-        self.counts[kind] += 1
+        self.clips.setdefault(kind, set()).add(filename)
         self.first.setdefault(kind, filename)
 
     def merge(self, other: AudioIssues) -> None:
-        for kind, count in other.counts.items():
-            self.counts[kind] += count
+        for kind, names in other.clips.items():
+            self.clips.setdefault(kind, set()).update(names)
             self.first.setdefault(kind, other.first[kind])
 
     def summary(self) -> str | None:
         """One line such as '3 clips resampled (first audio/x.wav); 1 stereo clip downmixed (...)', or None."""
-        if not self.counts:
+        if not self.clips:
             return None
-        parts = [f"{self.counts[kind]} clip(s) {kind} (first {self.first[kind]})" for kind in sorted(self.counts)]
+        counts = self.counts
+        parts = [f"{counts[kind]} clip(s) {kind} (first {self.first[kind]})" for kind in sorted(counts)]
         return "audio fixed while loading: " + "; ".join(parts)
+
+
+def note_issues(channels: int, rate: int, frames: int, seconds: float, issues: AudioIssues, name: str) -> None:
+    """Record what loading will repair: stereo, another sample rate, another length."""
+    if channels > 1:
+        issues.add("downmixed from stereo", name)
+    if rate != SAMPLE_RATE:
+        issues.add(f"at {rate} Hz instead of {SAMPLE_RATE} Hz", name)
+    if frames != round(rate * seconds):
+        issues.add(f"padded or cropped to {seconds:g} s", name)
+
+
+def inspect_clip(path: Path, *, seconds: float, issues: AudioIssues, name: str) -> None:
+    """What loading ``path`` will repair, from its header alone (no decoding): for on-the-fly features,
+    whose clips are loaded in worker processes, every epoch."""
+    try:
+        info = soundfile.info(str(path))
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
+        raise AscError(f"{path}: unreadable audio ({error})") from None
+    note_issues(info.channels, info.samplerate, info.frames, seconds, issues, name)
 
 
 def load_clip(
@@ -66,14 +92,8 @@ def load_clip(
         raise AscError(f"{path}: audio has no samples")
     if not np.isfinite(audio).all():
         raise AscError(f"{path}: audio contains NaN or inf samples")
-    issues = issues if issues is not None else AudioIssues()
-    if audio.shape[1] > 1:
-        issues.add("downmixed from stereo", name)
+    note_issues(audio.shape[1], rate, audio.shape[0], seconds, issues if issues is not None else AudioIssues(), name)
     audio = audio.mean(axis=1)
-    if rate != SAMPLE_RATE:
-        issues.add(f"at {rate} Hz instead of {SAMPLE_RATE} Hz", name)
-    if audio.shape[0] != round(rate * seconds):
-        issues.add(f"padded or cropped to {seconds:g} s", name)
     if rate != sample_rate:
         audio = librosa.resample(audio, orig_sr=rate, target_sr=sample_rate, res_type=RESAMPLE_TYPE)
     return fit_length(audio.astype(np.float32, copy=False), round(sample_rate * seconds))

@@ -2,9 +2,11 @@
 
 Computing features on the fly costs about 1,000 clips/s on 2 cores while an epoch of the real set is
 139,620 clips, so they are computed once by worker processes and read from a memory map afterwards.
-The key hashes the feature settings and the file list, so changing either builds a new cache. Data
-is written under a temporary name and renamed, and the JSON index is written last: a cache without
-its index is never read, so an interrupted build is simply rebuilt.
+The key hashes the feature settings and the file list with each file's size and modification time, so
+changing either, or replacing a WAV, builds a new cache (a stat per file, no re-reading of the audio).
+Data is written under a temporary name and renamed, and the JSON index is written last: a cache
+without its index is never read, so an interrupted build is simply rebuilt, and the next build
+removes what a killed one left behind.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,12 +53,21 @@ class FeatureCache:
         self.filenames = list(filenames)
         self.settings = settings
         self.directory = Path(directory) if directory else default_cache_dir(self.root)
-        digest = hashlib.sha256(settings.key().encode())
-        digest.update("\n".join(self.filenames).encode())
-        self.key = digest.hexdigest()[:20]
+        self.key = self._key()
         self.shape = (len(self.filenames), settings.n_mels, settings.n_frames)
         self.data_path = self.directory / f"logmel-{self.key}.f16"
         self.index_path = self.directory / f"logmel-{self.key}.json"
+
+    def _key(self) -> str:
+        """Settings, file list, and each file's size and modification time (a replaced WAV is noticed)."""
+        digest = hashlib.sha256(self.settings.key().encode())
+        for name in self.filenames:
+            try:
+                stat = (self.root / name).stat()
+                digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+            except OSError:  # a missing file is reported by the index check, by name
+                digest.update(f"{name}\t-\n".encode())
+        return digest.hexdigest()[:20]
 
     def is_complete(self) -> bool:
         """True when the index exists, matches this key and shape, and the data file has the right size."""
@@ -82,7 +94,9 @@ class FeatureCache:
         """Compute every log-mel with ``workers`` processes and publish the cache atomically."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self.index_path.unlink(missing_ok=True)
-        partial = self.data_path.with_name(f"{self.data_path.name}.partial-{os.getpid()}")
+        remove_stale_partials(self.directory)
+        partial = self.data_path.with_name(f"{self.data_path.name}{_partial_suffix()}")
+        print(f"feature cache: computing {len(self.filenames)} clips into {self.data_path}", flush=True)
         issues = AudioIssues()
         try:
             data = np.memmap(partial, dtype=np.float16, mode="w+", shape=self.shape)
@@ -96,7 +110,7 @@ class FeatureCache:
             partial.unlink(missing_ok=True)
         index = {"key": self.key, "shape": list(self.shape), "settings": self.settings.__dict__,
                  "root": str(self.root), "filenames": self.filenames}
-        tmp_index = self.index_path.with_name(f"{self.index_path.name}.partial-{os.getpid()}")
+        tmp_index = self.index_path.with_name(f"{self.index_path.name}{_partial_suffix()}")
         tmp_index.write_text(json.dumps(index))
         os.replace(tmp_index, self.index_path)
         log.info("feature cache: wrote %s (%d clips)", self.data_path, len(self.filenames))
@@ -126,6 +140,37 @@ class FeatureCache:
     def open(self) -> np.ndarray:
         """The cached log-mels as a read-only memory map of shape ``(clips, n_mels, frames)``."""
         return np.memmap(self.data_path, dtype=np.float16, mode="r", shape=self.shape)
+
+
+def _partial_suffix() -> str:
+    """Names a file being written by this process: ``.partial-<host>-<pid>``."""
+    return f".partial-{socket.gethostname()}-{os.getpid()}"
+
+
+def remove_stale_partials(directory: Path) -> list[Path]:
+    """Delete what killed builds on this machine left behind (their process is gone); a build running in
+    another process, or on another machine sharing the folder, is left alone."""
+    removed = []
+    host = socket.gethostname()
+    for path in directory.glob("logmel-*.partial-*"):
+        owner, _, pid = path.name.rpartition(".partial-")[2].rpartition("-")
+        if owner not in ("", host) or not pid.isdigit() or _alive(int(pid)):
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    if removed:
+        log.warning("feature cache: removed %d file(s) left by interrupted builds in %s", len(removed), directory)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 _FRONT_ENDS: dict[FeatureSettings, LogMel] = {}

@@ -7,17 +7,19 @@ LightningModules can compute per-device metrics and ``asc predict`` can map rows
 from __future__ import annotations
 
 import logging
+import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from asc.data.audio import AudioIssues
+from asc.data.audio import AudioIssues, inspect_clip
 from asc.data.cache import FeatureCache, compute_logmels
 from asc.data.features import FeatureSettings
 from asc.data.index import VAL_SPLITS, ClipRecord, DatasetIndex, split_holdout
@@ -46,14 +48,13 @@ class ClipDataset(Dataset):
             position = {name: row for row, name in enumerate(cache.filenames)}
             self._rows = np.array([position[r.filename] for r in self.records], dtype=np.int64)
         self._data: np.ndarray | None = None
-        self.issues = AudioIssues()
 
     def __len__(self) -> int:
         return len(self.records)
 
     def _logmel(self, index: int) -> np.ndarray:
-        if self.cache is None:
-            return compute_logmels(self.root, [self.records[index].filename], self.settings, self.issues)[0]
+        if self.cache is None:  # repairs were counted once, from the headers, in prepare_data
+            return compute_logmels(self.root, [self.records[index].filename], self.settings, AudioIssues())[0]
         if self._data is None:  # opened lazily: each DataLoader worker maps the file itself
             self._data = self.cache.open()
         return np.asarray(self._data[self._rows[index]], dtype=np.float32)
@@ -143,6 +144,8 @@ class DCASEDataModule(L.LightningDataModule):
     @property
     def splits(self) -> SplitRecords:
         """The records of each stage; validation follows ``val_split``."""
+        if self._splits is None and not self.index.labelled:  # the challenge's evaluation set: predict only
+            self._splits = SplitRecords(train=[], val=[], test=[], predict=self.index.records("test"))
         if self._splits is None:
             hp = self.hparams
             train = self.index.records("train")
@@ -159,20 +162,27 @@ class DCASEDataModule(L.LightningDataModule):
     def feature_cache(self) -> FeatureCache | None:
         """One cache for every clip of the fold files, whichever split a stage uses."""
         if self.hparams.cache and self._cache is None:
-            names = sorted({name for split in FOLD_FILES for name in self.index.filenames(split)})
+            names = sorted({name for split in self.index.splits() for name in self.index.filenames(split)})
             self._cache = FeatureCache(self.root, names, self.features, self.hparams.cache_dir)
         return self._cache
 
     def prepare_data(self) -> None:
-        """Check that every listed WAV exists and build the feature cache once (rank 0 only)."""
+        """Check that every listed WAV exists and build the feature cache once (Lightning calls this on one
+        process per machine and makes the others wait); without the cache, read every WAV's header so that
+        the repairs are announced once."""
         splits = self.splits
-        self.index.check_audio_exists({r.filename for part in vars(splits).values() for r in part})
+        filenames = sorted({r.filename for part in vars(splits).values() for r in part})
+        self.index.check_audio_exists(filenames)
         if self.feature_cache is not None:
             workers = self.hparams.cache_workers
             issues = self.feature_cache.ensure(
                 workers=workers if workers is not None else (len(_cpus()) or 1), progress=self.hparams.progress
             )
-            warn_audio_issues(issues)
+        else:
+            issues = AudioIssues()
+            for name in filenames:
+                inspect_clip(self.root / name, seconds=self.features.clip_seconds, issues=issues, name=name)
+        warn_audio_issues(issues)
 
     def setup(self, stage: str | None = None) -> None:
         cache = self.feature_cache
@@ -186,16 +196,34 @@ class DCASEDataModule(L.LightningDataModule):
         if name not in self.datasets:
             self.setup()
         dataset = self.datasets[name]
+        if not len(dataset) and not self.index.labelled:
+            raise AscError(f"{self.root}: an evaluation set (fold1_test.csv, no labels): only asc predict can use it")
         if not len(dataset):
             raise AscError(f"{self.root}: the {name} split has no clips")
+        distributed = self._world() > 1
+        sampler: Sampler | None = None
+        if shuffle and not distributed:
+            sampler = EpochShuffle(len(dataset), _seed(self.hparams.seed))
+        elif not shuffle and distributed:
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=self._world(), rank=self.trainer.global_rank,
+                                                   shuffle=False)
+        workers = self.num_workers
         return DataLoader(
             dataset,
             batch_size=self.batch_size if name == "train" else self.eval_batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle and len(dataset) > self.batch_size,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            shuffle=shuffle and distributed,  # Lightning's DistributedSampler: seeded, reshuffled every epoch
+            sampler=sampler,
+            drop_last=shuffle and len(dataset) // self._world() > self.batch_size,  # each process's share
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            # Workers start fresh (not forked): a forked copy of W&B's service thread or of a half-imported
+            # librosa crashes them when features are computed on the fly.
+            multiprocessing_context=_worker_context() if workers > 0 else None,
         )
+
+    def _world(self) -> int:
+        trainer = getattr(self, "trainer", None)
+        return trainer.world_size if trainer is not None else 1
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -209,10 +237,41 @@ class DCASEDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict")
 
-    def teardown(self, stage: str) -> None:
-        for dataset in self.datasets.values():
-            warn_audio_issues(dataset.issues)
-            dataset.issues = AudioIssues()
+
+
+class EpochShuffle(Sampler[int]):
+    """A new order every epoch that depends only on (seed, epoch): a run resumed at epoch k sees the
+    same order as an uninterrupted one (Lightning calls ``set_epoch``; RandomSampler draws from the
+    global generator, whose state a checkpoint does not hold)."""
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(derived_seed(self.seed, self.epoch))
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+
+def _seed(data_seed: int) -> int:
+    """The run's seed (``seed_everything``) when there is one, else the data module's."""
+    return int(os.environ.get("PL_GLOBAL_SEED", data_seed))
+
+
+def derived_seed(*parts: int) -> int:
+    """A well-mixed 63-bit seed from integers (seed, epoch, rank, ...): neighbouring epochs get unrelated streams."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint64)[0] >> 1)
+
+
+def _worker_context() -> str:
+    import multiprocessing
+
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def warn_audio_issues(issues: AudioIssues) -> None:

@@ -41,8 +41,7 @@ def _read_tsv(path: Path, expected: Sequence[str]) -> list[tuple[int, list[str]]
     """Rows of a tab-separated file with an exact header, each with its 1-based line number."""
     if not path.is_file():
         raise AscError(f"{path}: file not found")
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.reader(handle, delimiter="\t"))
+    rows = list(csv.reader(_text_lines(path), delimiter="\t"))
     if not rows:
         raise AscError(f"{path}: file is empty (expected header {' '.join(expected)})")
     header = [name.strip() for name in rows[0]]
@@ -63,6 +62,19 @@ def _read_tsv(path: Path, expected: Sequence[str]) -> list[tuple[int, list[str]]
     return body
 
 
+def _text_lines(path: Path) -> list[str]:
+    """The file's lines as UTF-8 text; a byte-order mark (as spreadsheet programs write) is dropped, and a
+    file in another encoding is refused naming the first line that is not UTF-8."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        byte = data[error.start]
+        raise AscError(f"{path}:{line}: not UTF-8 text (byte 0x{byte:02x}); save the file as UTF-8") from None
+    return text.splitlines(keepends=True)
+
+
 @dataclass(frozen=True)
 class MetaRow:
     filename: str
@@ -77,15 +89,46 @@ class DatasetIndex:
 
     ``records(split)`` returns the clips of ``train``, ``evaluate`` or ``test`` with label, device
     and city indices, so metrics can be computed per device and per city.
+
+    A root laid out like the challenge's *evaluation* set (``audio/`` and ``fold1_test.csv``, no train or
+    evaluate fold, and a ``meta.csv`` without labels or none at all) is read too: its clips, named
+    like ``audio/0.wav``, carry no scene, device or city (-1), and only ``test`` (``asc predict``) exists.
     """
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise AscError(f"{self.root}: dataset root not found (expected meta.csv, evaluation_setup/, audio/)")
-        self.meta = self._read_meta()
+        self.labelled = not self._is_evaluation_set()
+        if self.labelled:
+            self.meta = self._read_meta()
+            self._folds: dict[str, list[str]] = {split: self._read_fold(split) for split in FOLD_FILES}
+        else:
+            self.meta = {}
+            self._folds = {"test": self._read_unlabelled_test()}
         self.cities: tuple[str, ...] = tuple(sorted({row.identifier.split("-")[0] for row in self.meta.values()}))
-        self._folds: dict[str, list[str]] = {split: self._read_fold(split) for split in FOLD_FILES}
+
+    def _is_evaluation_set(self) -> bool:
+        """No train or evaluate fold and no labels in meta.csv (or no meta.csv): the challenge's evaluation set."""
+        if any((self.root / FOLD_FILES[split]).exists() for split in ("train", "evaluate")):
+            return False
+        meta = self.root / META_FILE
+        if not meta.is_file():
+            return True
+        lines = _text_lines(meta)
+        return not lines or "scene_label" not in [name.strip() for name in lines[0].rstrip("\r\n").split("\t")]
+
+    def _read_unlabelled_test(self) -> list[str]:
+        path = self.root / FOLD_FILES["test"]
+        filenames, seen = [], {}
+        for line, (filename,) in _read_tsv(path, FOLD_COLUMNS["test"]):
+            if filename in seen:
+                raise AscError(f"{path}:{line}: {filename!r} is listed twice (first on line {seen[filename]})")
+            seen[filename] = line
+            filenames.append(filename)
+        if not filenames:
+            raise AscError(f"{path}: no clips listed")
+        return filenames
 
     def _read_meta(self) -> dict[str, MetaRow]:
         path = self.root / META_FILE
@@ -131,15 +174,24 @@ class DatasetIndex:
 
     def filenames(self, split: str) -> list[str]:
         """File names of a fold file, in its order."""
-        if split not in self._folds:
+        if split not in FOLD_FILES:
             raise AscError(f"unknown split {split!r} (expected one of {', '.join(FOLD_FILES)})")
+        if split not in self._folds:
+            raise AscError(f"{self.root}: an evaluation set (fold1_test.csv, no labels) has no {split} split; "
+                           f"only asc predict can use it")
         return list(self._folds[split])
+
+    def splits(self) -> list[str]:
+        """The fold files this root has: all three for the development set, ``test`` for an evaluation set."""
+        return list(self._folds)
 
     def records(self, split: str) -> list[ClipRecord]:
         """The clips of a split with integer label, device and city."""
         return [self.record(name) for name in self.filenames(split)]
 
     def record(self, filename: str) -> ClipRecord:
+        if not self.labelled:
+            return ClipRecord(filename=filename, label=-1, device=-1, city=-1, identifier="")
         row = self.meta[filename]
         return ClipRecord(
             filename=filename,
@@ -154,8 +206,9 @@ class DatasetIndex:
         missing = [name for name in filenames if not (self.root / name).is_file()]
         if missing:
             first = missing[0]
+            where = f"{META_FILE} line {self.meta[first].line}" if first in self.meta else FOLD_FILES["test"]
             raise AscError(
-                f"{self.root / first}: listed in {META_FILE} line {self.meta[first].line} but missing"
+                f"{self.root / first}: listed in {where} but missing"
                 + (f" ({len(missing)} listed WAVs missing in all)" if len(missing) > 1 else "")
             )
 

@@ -157,7 +157,7 @@ class FeatureSelectionStage(ADMMStage):
         return [self.band_mask.weight], top_c_projection(self.hparams.keep_bands), {}
 
     def compress(self, admm: ADMM, state: dict[str, Any]) -> None:
-        selected = select_top(admm.auxiliaries[0], self.hparams.keep_bands).tolist()
+        selected = self.agree(select_top(admm.auxiliaries[0], self.hparams.keep_bands).tolist(), "selected bands")
         self.model = drop_bands(self.network, selected)
         self.band_mask = None
         say(f"selected {len(self.network.bands)} mel bands: {self.network.bands}")
@@ -215,11 +215,12 @@ class PruningStage(ADMMStage):
             raise AscError("model.init_ckpt: pruning needs a tandem checkpoint to start from")
         graph = bcresnet_graph(self.network.cnn)
         if resumed is not None:  # an interrupted run keeps its structure: no new search on the moved weights
-            structure = [torch.tensor(mask, dtype=torch.bool) for mask in resumed["structure"]]
+            kept = resumed["structure"]
         else:
-            structure = self.search(graph).active
+            kept = self.agree([mask.tolist() for mask in self.search(graph).active], "kept channels")
+        structure = [torch.tensor(mask, dtype=torch.bool) for mask in kept]
         tensors, projection = filter_projection(graph, structure, self.network.cnn)
-        return tensors, projection, {"structure": [mask.tolist() for mask in structure]}
+        return tensors, projection, {"structure": kept}
 
     def search(self, graph: list[ChannelGroup]) -> PruningResult:
         """The report's threshold search on the current weights, printed beside the report's figures."""

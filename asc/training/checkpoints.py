@@ -32,8 +32,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise AscError(f"{path}: checkpoint not found")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as error:
+    except Exception as error:  # torch.load fails on foreign bytes in many ways (KeyError for a text file, ...)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if not isinstance(error, (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, OSError)):
+            reason = f"{type(error).__name__} {reason}"
         raise AscError(f"{path}: not a readable checkpoint (corrupt or truncated?): {reason}") from None
     if not isinstance(checkpoint, dict) or ASC_KEY not in checkpoint or "state_dict" not in checkpoint:
         raise AscError(f"{path}: not a checkpoint of this project (no architecture description)")

@@ -8,6 +8,7 @@ settings), so that any checkpoint rebuilds its network without the config that m
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 
 from asc.api import model_from_checkpoint
 from asc.compress.complexity import Complexity, count_complexity
+from asc.data.datamodule import derived_seed
 from asc.data.features import FeatureSettings
 from asc.data.layout import SCENES
 from asc.errors import AscError
@@ -31,7 +33,7 @@ from asc.models.tandem import Tandem
 from asc.training.augment import frequency_mask, mixup, random_roll
 from asc.training.checkpoints import ASC_KEY, check_features, model_state, read_checkpoint, saved_features
 from asc.training.metrics import SceneMetrics, scalar_logs
-from asc.training.reports import say, write_report
+from asc.training.reports import say, write_fit_metrics, write_report
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,17 @@ class SceneModule(L.LightningModule):
         """Params and MACs for one clip of the front end's shape (``features``), bands selected inside."""
         return count_complexity(self.network, self.features.n_frames, bits=self.bits)
 
+    def agree(self, value: Any, what: str) -> Any:
+        """Rank 0's ``value`` on every process (a pruning structure, the selected bands), so that the ranks
+        of a multi-GPU run never train different networks; a rank that computed another value says so."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return value
+        agreed = trainer.strategy.broadcast(value, src=0)
+        if agreed != value:
+            log.warning("rank %d computed other %s than rank 0; rank 0's are used", trainer.global_rank, what)
+        return agreed
+
     def configure_model(self) -> None:
         """At the start of a fit that does not resume: take the network from ``model.init_ckpt``, once."""
         if self.started_from is None and self.hparams.init_ckpt and self.trainer.state.fn == TrainerFn.FITTING:
@@ -168,6 +181,13 @@ class SceneModule(L.LightningModule):
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=len(label))
         return loss
 
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        """Reseed the augmentations and dropout from (run seed, epoch, batch, rank): a step draws the same
+        numbers whether the run went through or was resumed from a checkpoint (whatever else drew from the
+        global generator in between, such as a DataLoader creating its iterator)."""
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        torch.manual_seed(derived_seed(seed, self.current_epoch, batch_idx, self.global_rank))
+
     def penalty(self) -> Tensor | float:
         """Extra loss terms of a stage (ADMM's augmented Lagrangian); none by default."""
         return 0.0
@@ -186,6 +206,10 @@ class SceneModule(L.LightningModule):
         if self.logger is not None:
             self.logger.log_hyperparams({f"complexity/{k}": v for k, v in complexity.as_dict().items()})
 
+    def on_fit_end(self) -> None:
+        if self.trainer.is_global_zero:
+            write_fit_metrics(self.trainer)
+
     # ------------------------------------------------------------ evaluation
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self.val_metrics.update(self(batch["x"]), batch["label"], batch["device"])
@@ -194,9 +218,11 @@ class SceneModule(L.LightningModule):
         summary = self.val_metrics.compute()
         self.val_metrics.reset()
         logs = scalar_logs(summary, "val")
+        # The figures come from metric states already summed over every process: identical on each rank,
+        # so sync_dist only averages equal numbers (and keeps Lightning from warning).
         if "val/accuracy" in logs:
-            self.log("val/accuracy", logs.pop("val/accuracy"), prog_bar=True)
-        self.log_dict(logs)
+            self.log("val/accuracy", logs.pop("val/accuracy"), prog_bar=True, sync_dist=True)
+        self.log_dict(logs, sync_dist=True)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self.test_metrics.update(self(batch["x"]), batch["label"], batch["device"])
@@ -204,7 +230,7 @@ class SceneModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         summary = self.test_metrics.compute()
         self.test_metrics.reset()
-        self.log_dict(scalar_logs(summary, "test"))
+        self.log_dict(scalar_logs(summary, "test"), sync_dist=True)
         self.test_summary = summary
         if self.trainer.is_global_zero:
             self.report_dir = Path(self.trainer.default_root_dir) / "test"
@@ -231,6 +257,8 @@ class SceneModule(L.LightningModule):
         checkpoint[ASC_KEY] = {"architecture": describe(self.network), "features": asdict(self.features),
                                "stage": f"{type(self).__module__}.{type(self).__qualname__}",
                                "history": self.history, "bits": self.bits}
+        if self.logger is not None and self.logger.version is not None:  # a resumed fit continues this run
+            checkpoint[ASC_KEY]["logger_version"] = str(self.logger.version)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Rebuild the network from the checkpoint's own description (a pruned or band-selected model
@@ -297,7 +325,7 @@ class LinearStage(SceneModule):
                 momentum[weight == 0] = 0
 
     def on_train_epoch_end(self) -> None:
-        self.log("train/selected_features", self.network.selected_features().sum().float())
+        self.log("train/selected_features", self.network.selected_features().sum().float(), sync_dist=True)
 
     def report_extra(self, folder: Path) -> None:
         selected = self.network.selected_features()

@@ -120,6 +120,7 @@ class OnnxModel(SceneModule):
         path = Path(onnx_path)
         if not path.is_file():
             raise AscError(f"model.onnx_path: {path} not found")
+        quantization.onnx_session(path)  # a file that is not a model stops here, before any data is read
         self.path = path
         sidecar = path.with_suffix(".json")
         self.front_end = json.loads(sidecar.read_text()) if sidecar.is_file() else {}

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.utilities import rank_zero_only
 
 from asc.data.layout import DEVICES, SCENES
@@ -21,6 +22,45 @@ from asc.data.layout import DEVICES, SCENES
 def say(message: str) -> None:
     """A console line for the user, printed by the first process only (one line, not one per GPU)."""
     print(message, flush=True)
+
+
+class EpochLine(Callback):
+    """One console line per training epoch, so a long fit without a progress bar (a log file, CI, a batch
+    job) shows where it is: ``epoch 3/20: train loss 1.234, val accuracy 45.67 %, 12.3 s``."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+        self.started = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.losses, self.started = [], time.monotonic()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            self.losses.append(float(loss))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+        if self.losses:
+            parts.append(f"train loss {sum(self.losses) / len(self.losses):.4f}")
+        accuracy = trainer.callback_metrics.get("val/accuracy")
+        if accuracy is not None:
+            parts.append(f"val accuracy {100 * float(accuracy):.2f} %")
+        say(": ".join([parts[0], ", ".join([*parts[1:], f"{time.monotonic() - self.started:.1f} s"])]))
+
+
+def write_fit_metrics(trainer: L.Trainer) -> Path:
+    """``fit_metrics.json`` in the run folder: the last logged value of every metric, the epoch and step.
+
+    W&B's offline files need W&B's binary reader (or ``wandb sync``); this file is plain JSON.
+    """
+    metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if value.numel() == 1}
+    record = {"epoch": trainer.current_epoch, "global_step": trainer.global_step, "metrics": metrics}
+    path = Path(trainer.default_root_dir) / "fit_metrics.json"
+    path.write_text(json.dumps(record, indent=2, sort_keys=True))
+    return path
 
 
 class SubmissionWriter(BasePredictionWriter):
@@ -41,12 +81,22 @@ class SubmissionWriter(BasePredictionWriter):
         outputs = [batch for batches in _per_dataloader(predictions) for batch in batches]
         index = torch.cat([batch["index"].cpu() for batch in outputs])
         probabilities = torch.cat([batch["probabilities"].cpu() for batch in outputs])
-        gathered = pl_module.all_gather({"index": index, "probabilities": probabilities})
+        index, probabilities = _gather(index, probabilities)
         if trainer.is_global_zero:
             self.path = Path(trainer.default_root_dir) / self.filename
             records = trainer.datamodule.datasets["predict"].records
-            write_submission(self.path, [r.filename for r in records], gathered["index"].reshape(-1),
-                             gathered["probabilities"].reshape(-1, len(SCENES)))
+            write_submission(self.path, [r.filename for r in records], index, probabilities)
+
+
+def _gather(index: torch.Tensor, probabilities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every process's predictions on every process (their clip counts may differ: no padding duplicates)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return index, probabilities
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, (index, probabilities))
+    return torch.cat([part[0] for part in parts]), torch.cat([part[1] for part in parts])
 
 
 def _per_dataloader(predictions: Sequence[Any]) -> list[Sequence[Any]]:
