@@ -20,6 +20,8 @@ export NUMBA_CACHE_DIR ?= $(CURDIR)/$(BUILD)/cache/numba
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	# The distribution was called "asc" before it took a name of its own (asc-dcase2022): drop the old record.
+	$(PY) -m pip uninstall --quiet --yes asc 2>/dev/null || true
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 

@@ -224,3 +224,23 @@ def test_sweep_agents_sharing_a_sweep_get_a_folder_per_trial(monkeypatch: pytest
     monkeypatch.setenv("WANDB_SWEEP_ID", "s1")
     monkeypatch.setenv("WANDB_RUN_ID", "r7")
     assert run_folder("runs/pruning") == str(Path("runs/pruning") / "sweep-s1" / "r7")
+
+
+def test_device_responses_from_a_folder_colour_the_training_clips(mini_root: Path, tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture) -> None:
+    import numpy as np
+    import soundfile
+
+    folder = tmp_path / "irs"
+    folder.mkdir()
+    for n, decay in enumerate((20, 80)):
+        response = np.exp(-np.arange(400) / decay) * np.random.default_rng(n).standard_normal(400)
+        soundfile.write(folder / f"device{n}.wav", response.astype(np.float32), 44_100)
+    common = [*config("linear"), "--data.root", str(mini_root), *FAST]
+    run("fit", *common, "--trainer.default_root_dir", str(tmp_path / "l"), f"--model.device_irs={folder}",
+        "--model.device_ir_p=1.0")
+    assert (tmp_path / "l" / "checkpoints" / "last.ckpt").is_file()
+    capsys.readouterr()
+    line = _error(capsys, "fit", *common, "--trainer.default_root_dir", str(tmp_path / "m"),
+                  f"--model.device_irs={tmp_path / 'none'}", "--model.device_ir_p=0.5")
+    assert "model.device_irs: " in line and "folder not found" in line, line

@@ -276,7 +276,8 @@ def test_an_interrupted_pruning_run_resumes_with_its_structure(mini_root: Path, 
     configs = tiny_configs(tmp_path / "configs")
     tandem = tandem_checkpoint(tmp_path / "tandem.ckpt")
     config = yaml.safe_load((configs / "base.yaml").read_text())
-    config["trainer"]["callbacks"][0]["init_args"]["save_top_k"] = -1  # keep epoch=0.ckpt, saved mid-ADMM
+    latest = next(c for c in config["trainer"]["callbacks"] if c["init_args"].get("save_last"))
+    latest["init_args"]["save_top_k"] = -1  # keep epoch=0.ckpt, saved mid-ADMM
     (configs / "base.yaml").write_text(yaml.safe_dump(config))
     common = [*layered(configs, "pruning"), "--data.root", str(mini_root), f"--model.init_ckpt={tandem}",
               "--model.max_params=18000"]  # 256 bands: the linear part alone has 12,810
@@ -398,3 +399,19 @@ def _help(capsys: pytest.CaptureFixture, command: str) -> str:
     with pytest.raises(SystemExit):
         main([command, "--help"])
     return capsys.readouterr().out
+
+
+def test_the_best_checkpoint_by_validation_is_handed_on(shared_mini_root: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """--handover best: each stage passes on (and is tested with) its best checkpoint by val/selection; an ADMM
+    stage's best is never from its update epochs, when the constraint is not applied yet."""
+    configs, out = tiny_configs(tmp_path / "configs"), tmp_path / "runs"
+    assert main(["pipeline", "--configs", str(configs), "--data.root", str(shared_mini_root), "--out", str(out),
+                 "--stages", "linear,tandem,feature_selection", "--handover", "best"]) == 0
+    printed = capsys.readouterr().out
+    assert "== linear: test (best-epoch=0.ckpt)" in printed
+    assert "== feature_selection: test (best-epoch=1.ckpt)" in printed
+    selection = torch.load(out / "feature_selection" / "checkpoints" / "best-epoch=1.ckpt", weights_only=True)
+    assert selection["asc"]["compressed"] and len(selection["asc"]["architecture"]["bands"]) == 32
+    tandem = torch.load(out / "tandem" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert tandem["hyper_parameters"]["init_ckpt"] == str(out / "linear" / "checkpoints" / "best-epoch=0.ckpt")

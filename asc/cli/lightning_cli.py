@@ -71,6 +71,9 @@ class AscCLI(LightningCLI):
         if subcommand == "fit" and config.get("ckpt_path") and config.model.get("init_args"):
             config.model.init_args.init_ckpt = None  # resuming: the network comes from its own checkpoint
         self.check_front_end(config, subcommand)
+        irs = (config.model.get("init_args") or {}).get("device_irs") if subcommand == "fit" else None
+        if irs and not Path(irs).is_dir():
+            raise AscError(f"model.device_irs: {irs}: folder not found")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -150,13 +153,28 @@ def checkpoint_defaults(args: list[str]) -> dict[str, Any]:
     features = asdict(saved_features(checkpoint, path))
     defaults.update({f"data.features.{key}": value for key, value in features.items()})
     if stage:
-        defaults["model"] = {"class_path": stage, "init_args": model}
+        defaults["model"] = {"class_path": stage, "init_args": _accepted(stage, model)}
     if args[0] == "fit" and checkpoint[ASC_KEY].get("logger_version"):
         defaults["logger_version"] = checkpoint[ASC_KEY]["logger_version"]
     folder = Path(path).parent
     defaults["trainer.logger"] = False  # a config file names the experiment's logger; the checkpoint does not
     defaults["trainer.default_root_dir"] = str(folder.parent if folder.name == "checkpoints" else folder)
     return defaults
+
+
+def _accepted(class_path: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The arguments the stage's class takes today (a checkpoint of another version may hold others)."""
+    import importlib
+    import inspect
+
+    module, _, name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        raise AscError(f"--ckpt_path: the checkpoint's stage {class_path} does not exist in this asc") from None
+    names = {parameter for klass in cls.__mro__ if "__init__" in vars(klass)
+             for parameter in inspect.signature(klass.__init__).parameters}
+    return {key: value for key, value in arguments.items() if key in names}
 
 
 def onnx_defaults(path: Path) -> dict[str, Any]:

@@ -34,6 +34,9 @@ def pipeline(argv: Sequence[str]) -> int:
     parser.add_argument("--data.root", dest="root", required=True, help="dataset root")
     parser.add_argument("--out", type=Path, required=True, help="output folder: one subfolder per stage")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    parser.add_argument("--handover", choices=("last", "best"), default="last",
+                        help="checkpoint each stage passes on and is tested with: the last (the report's protocol) "
+                             "or the best by validation (with --data.val_split holdout: no choice sees the test split)")
     parser.add_argument("--skip-done", action="store_true",
                         help="reuse stages whose test report exists; resume an interrupted stage from its last.ckpt")
     args, extra = parser.parse_known_args(argv)
@@ -44,7 +47,8 @@ def pipeline(argv: Sequence[str]) -> int:
     if not (args.configs / BASE).is_file():
         raise AscError(f"{args.configs / BASE}: the configs' shared layer not found")
     stages = [s for s in stages if (args.configs / f"{s}.yaml").is_file() or _missing(args.configs, s)]
-    previous = _earlier_checkpoint(args.out, stages[0]) if stages else None
+    earlier = _earlier_checkpoint(args.out, stages[0]) if stages else None
+    previous = handed_over(earlier, args.handover) if earlier is not None else None
     for stage in stages:
         folder = args.out / stage
         ckpt = folder / "checkpoints" / "last.ckpt"
@@ -55,11 +59,29 @@ def pipeline(argv: Sequence[str]) -> int:
             resume = ["--ckpt_path", str(ckpt)] if args.skip_done and ckpt.is_file() else []
             print(f"== {stage}: fit" + (f" (resuming from {ckpt})" if resume else ""), flush=True)
             _run(main, ["fit", *common, *link, *resume])
-            print(f"== {stage}: test", flush=True)
-            _run(main, ["test", *common, "--ckpt_path", str(ckpt)])
-        previous = ckpt
+            result = handed_over(ckpt, args.handover)
+            print(f"== {stage}: test ({result.name})", flush=True)
+            _run(main, ["test", *common, "--ckpt_path", str(result)])
+        previous = handed_over(ckpt, args.handover)
     print(write_summary(args.out, stages))
     return 0
+
+
+def handed_over(last: Path, handover: str) -> Path:
+    """``last.ckpt``, or the best checkpoint by ``val/selection`` that ModelCheckpoint kept beside it."""
+    if handover == "last":
+        return last
+    import torch
+
+    states = torch.load(last, map_location="cpu", weights_only=True).get("callbacks", {})
+    best = [state.get("best_model_path") for key, state in states.items()
+            if key.startswith("ModelCheckpoint") and "val/selection" in key]
+    if not best or not best[0]:
+        raise AscError(f"{last}: no best checkpoint recorded (--handover best needs ModelCheckpoint(monitor=...))")
+    path = last.parent / Path(best[0]).name  # the run folder may have moved since
+    if not path.is_file():
+        raise AscError(f"{path}: the best checkpoint recorded in {last} is missing")
+    return path
 
 
 def _earlier_checkpoint(out: Path, first: str) -> Path | None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
 import librosa
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -100,6 +102,33 @@ class LogMel(nn.Module):
         power = spec.real.square() + spec.imag.square()
         logmel = torch.log(self.mel_basis @ power + s.log_offset)
         return logmel.reshape(*waveform.shape[:-1], *logmel.shape[-2:])
+
+
+def mel_log_gains(impulse_responses: Sequence[np.ndarray], settings: FeatureSettings) -> Tensor:
+    """Per-band log gains ``(responses, n_mels)`` of impulse responses (at ``settings.sample_rate``).
+
+    Convolving a clip with a response h multiplies each STFT bin's power by |H(f)|² (exactly when h is
+    much shorter than the 130 ms window; a longer tail smears over frames). Within a mel band the gain
+    of the log-mel is then log Σ_f M(m, f)|H(f)|² P(f) / Σ_f M(m, f) P(f), which depends on the clip's
+    own spectrum P; assuming P flat within each band gives a gain that depends on h alone:
+    g(m) = log Σ_f M(m, f)|H(f)|² / Σ_f M(m, f). So a cached log-mel plus g approximates the log-mel of
+    the convolved clip: for white noise and a 10 ms response that colours the bands by up to 1.1 nat,
+    the log-mel plus g is within 0.03 nat (median over bands and frames; 0.28 without g) of the log-mel
+    of the convolved noise (``tests/test_features.py``). It ignores the ``log_offset`` floor, the
+    clip's spectral slope inside a band, and time smearing by responses longer than the window.
+    """
+    mel = torch.from_numpy(librosa.filters.mel(sr=settings.sample_rate, n_fft=settings.fft_size,
+                                               n_mels=settings.n_mels, fmin=settings.fmin, fmax=settings.fmax,
+                                               htk=False, norm="slaney")).double()
+    gains = []
+    for response in impulse_responses:
+        spectrum = np.fft.rfft(np.asarray(response, dtype=np.float64), n=max(settings.fft_size, len(response)))
+        power = torch.from_numpy(np.abs(spectrum) ** 2)
+        if len(power) != mel.shape[1]:  # a response longer than n_fft: the spectrum on the STFT's bins
+            power = torch.from_numpy(np.interp(np.linspace(0, 1, mel.shape[1]), np.linspace(0, 1, len(power)),
+                                               power.numpy()))
+        gains.append(torch.log((mel @ power).clamp_min(1e-12) / mel.sum(dim=1).clamp_min(1e-12)))
+    return torch.stack(gains).float()
 
 
 def moments(logmel: Tensor, eps: float = 1e-6) -> Tensor:

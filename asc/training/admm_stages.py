@@ -73,6 +73,10 @@ class ADMMStage(SceneModule):
         self.admm: ADMM | None = None  # the ADMMPhases callback's engine, during the update epochs
         self.compressed = False
 
+    @property
+    def selectable(self) -> bool:
+        return self.compressed
+
     def check_callbacks(self, callbacks: list[Callback]) -> None:
         from asc.training.callbacks import ADMMPhases
 

@@ -61,3 +61,37 @@ def mixup(x: Tensor, alpha: float) -> tuple[Tensor, Tensor, Tensor]:
     partner = torch.randperm(batch).to(x.device)
     shape = (batch,) + (1,) * (x.dim() - 1)
     return lam.view(shape) * x + (1 - lam.view(shape)) * x[partner], partner, lam
+
+
+def freq_mixstyle(x: Tensor, p: float, alpha: float, eps: float = 1e-6) -> Tensor:
+    """Freq-MixStyle (Schmid et al., 2022): with probability ``p`` per batch, give each clip per-band
+    statistics mixed with those of a random partner, ``λ·(μ, σ) + (1-λ)·(μ', σ')`` with λ ~ Beta(α, α).
+
+    μ and σ are each frequency band's mean and standard deviation over channels and time: a recording
+    device colours the spectrum, which shows in exactly these statistics, so mixing them makes the network
+    less sensitive to the device. Returns ``x`` itself when the batch is not mixed.
+    """
+    if p <= 0 or torch.rand(()).item() >= p:
+        return x
+    batch = x.shape[0]
+    mean = x.mean(dim=(1, 3), keepdim=True).detach()
+    std = (x.var(dim=(1, 3), keepdim=True) + eps).sqrt().detach()
+    lam = torch.distributions.Beta(alpha, alpha).sample((batch, 1, 1, 1)).to(x.device, x.dtype)
+    partner = torch.randperm(batch).to(x.device)
+    mixed_mean = lam * mean + (1 - lam) * mean[partner]
+    mixed_std = lam * std + (1 - lam) * std[partner]
+    return (x - mean) / std * mixed_std + mixed_mean
+
+
+def device_response(x: Tensor, gains: Tensor, p: float) -> Tensor:
+    """Device impulse-response augmentation (Morocutti et al., 2023) on log-mels: each clip, with
+    probability ``p``, gets the per-band log gain ``gains[k]`` of a random response k (``mel_log_gains``:
+    the response's colouring through the mel filterbank, with its mean over bands removed, so that the
+    augmentation changes the spectral shape a device gives, not the level)."""
+    if p <= 0 or gains is None or not len(gains):
+        return x
+    batch = x.shape[0]
+    chosen = torch.randint(0, len(gains), (batch,))
+    applied = (torch.rand(batch) < p).to(x.dtype)
+    shape = gains[chosen] - gains[chosen].mean(dim=1, keepdim=True)
+    return x + (applied.view(-1, 1) * shape.to(x.dtype)).to(x.device).view(batch, 1, -1, 1)

@@ -1,6 +1,6 @@
-"""LightningModules of the stages: the linear moments model and the tandem (the ADMM stages build on them).
+"""``SceneModule``: the LightningModule every stage builds on (``stages``, ``admm_stages``, ``qat_stage``).
 
-``SceneModule`` holds what every stage shares: the augmentations of §3.3, SGD, per-device metrics
+It holds what every stage shares: the augmentations of §3.3, SGD, per-device metrics
 at epoch end, test reports, and the checkpoint's contract (architecture description and front-end
 settings), so that any checkpoint rebuilds its network without the config that made it.
 """
@@ -22,18 +22,16 @@ from torch import Tensor, nn
 
 from asc.api import model_from_checkpoint
 from asc.compress.complexity import Complexity, count_complexity
+from asc.data.audio import load_impulse_responses
 from asc.data.datamodule import derived_seed
-from asc.data.features import FeatureSettings
-from asc.data.layout import SCENES
+from asc.data.features import FeatureSettings, mel_log_gains
 from asc.errors import AscError
 from asc.models.architecture import build, describe
-from asc.models.bcresnet import BCResNet
-from asc.models.linear import MomentsLinear
-from asc.models.tandem import Tandem
-from asc.training.augment import frequency_mask, mixup, random_roll
-from asc.training.checkpoints import ASC_KEY, check_features, model_state, read_checkpoint, saved_features
+from asc.training.augment import device_response, freq_mixstyle, frequency_mask, mixup, random_roll
+from asc.training.checkpoints import ASC_KEY, check_features, read_checkpoint, saved_features
+from asc.training.distillation import INIT, Teacher, build_teacher, kd_loss
 from asc.training.metrics import SceneMetrics, scalar_logs
-from asc.training.reports import say, write_fit_metrics, write_report
+from asc.training.reports import log_report_to_wandb, say, write_fit_metrics, write_report
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +53,16 @@ class SceneModule(L.LightningModule):
         roll: random roll in time, fraction of the clip (0.4); 0 turns it off.
         freq_mask: SpecAugment frequency-mask parameter (20); 0 turns it off.
         mixup_alpha: Mixup α (0.2); 0 turns it off.
+        freq_mixstyle_p: probability that a batch gets Freq-MixStyle (0, off: not in the report; 0.4 in the
+            DCASE 2023/24 baselines): per-band statistics mixed across clips, against device shift.
+        freq_mixstyle_alpha: α of its Beta(α, α) mixing weights.
+        device_irs: a folder of device impulse-response WAVs (MicIRP for the real set) whose colouring is
+            applied to training clips as per-band log gains (``mel_log_gains``); none by default.
+        device_ir_p: probability that a training clip gets a device response.
+        teacher: knowledge distillation (none by default): ``init`` (the network this stage starts from),
+            checkpoint paths (an ensemble; averaged logits), or one tab-separated logits file by file name.
+        kd_lambda: λ of λ·CE + (1 − λ)·T²·KL(teacher ‖ student); 1 is plain cross-entropy.
+        kd_temperature: T.
         init_ckpt: checkpoint the fit starts from (the previous stage's); read at the start of fit only.
         features: the front end's settings (set from ``data.features`` by the CLI).
         report_name: the row name of this model in test reports.
@@ -68,6 +76,13 @@ class SceneModule(L.LightningModule):
         roll: float = 0.4,
         freq_mask: int = 20,
         mixup_alpha: float = 0.2,
+        freq_mixstyle_p: float = 0.0,
+        freq_mixstyle_alpha: float = 0.3,
+        device_irs: str | None = None,
+        device_ir_p: float = 0.0,
+        teacher: list[str] | None = None,
+        kd_lambda: float = 0.5,
+        kd_temperature: float = 2.0,
         init_ckpt: str | None = None,
         features: FeatureSettings = FeatureSettings(),
         report_name: str | None = None,
@@ -77,8 +92,18 @@ class SceneModule(L.LightningModule):
         # too, so a stage built directly in Python has all its hyperparameters, defaults included. The
         # features travel in the checkpoint's contract instead (plain values, one owner: data.features).
         self.save_hyperparameters(ignore=["features"])
+        if not 0 <= freq_mixstyle_p <= 1 or freq_mixstyle_alpha <= 0:
+            raise AscError(f"model.freq_mixstyle_p ({freq_mixstyle_p}) must be in [0, 1] and model.freq_mixstyle_alpha "
+                           f"({freq_mixstyle_alpha}) positive")
+        if not 0 <= device_ir_p <= 1:
+            raise AscError(f"model.device_ir_p: {device_ir_p} must be in [0, 1]")
+        if not 0 <= kd_lambda <= 1 or kd_temperature <= 0:
+            raise AscError(f"model.kd_lambda ({kd_lambda}) must be in [0, 1] and model.kd_temperature "
+                           f"({kd_temperature}) positive")
         self.features = features
         self.model: nn.Module | None = None
+        self.teacher: Teacher | None = None
+        self.register_buffer("ir_gains", None, persistent=False)
         self.history: list[dict[str, Any]] = []  # what compression did so far, carried from stage to stage
         self.started_from: str | None = None
         self.val_metrics = SceneMetrics()
@@ -102,6 +127,12 @@ class SceneModule(L.LightningModule):
     def bits(self) -> int:
         return 32
 
+    @property
+    def selectable(self) -> bool:
+        """Whether the network as it is now may be the stage's result (not an ADMM stage before its
+        constraint is applied, nor a QAT stage before quantization)."""
+        return True
+
     def complexity(self) -> Complexity:
         """Params and MACs for one clip of the front end's shape (``features``), bands selected inside."""
         return count_complexity(self.network, self.features.n_frames, bits=self.bits)
@@ -118,9 +149,15 @@ class SceneModule(L.LightningModule):
         return agreed
 
     def configure_model(self) -> None:
-        """At the start of a fit that does not resume: take the network from ``model.init_ckpt``, once."""
-        if self.started_from is None and self.hparams.init_ckpt and self.trainer.state.fn == TrainerFn.FITTING:
+        """At the start of a fit that does not resume: take the network from ``model.init_ckpt``, once, and
+        the teacher (a resumed fit takes both from its own checkpoint)."""
+        if self.trainer.state.fn != TrainerFn.FITTING:
+            return
+        if self.started_from is None and self.hparams.init_ckpt:
             self.start_from(self.hparams.init_ckpt)
+        sources = self.hparams.get("teacher") or []
+        if self.teacher is None and sources and (self.started_from or INIT not in sources):
+            self.teacher = build_teacher(sources, self)
 
     def setup(self, stage: str) -> None:
         data = getattr(self.trainer, "datamodule", None)
@@ -128,6 +165,9 @@ class SceneModule(L.LightningModule):
             check_features(self.features, data.features, f"{type(self).__name__} (model.features)")
         if stage == "fit":
             self.check_callbacks(self.trainer.callbacks)
+            if self.hparams.get("device_irs") and self.ir_gains is None:
+                _names, responses = load_impulse_responses(Path(self.hparams.device_irs), self.features.sample_rate)
+                self.ir_gains = mel_log_gains(responses, self.features).to(self.device)
 
     def check_callbacks(self, callbacks: list[Callback]) -> None:
         """Refuse, before any training, a fit without a callback this stage needs (ADMM phases, QAT)."""
@@ -155,14 +195,17 @@ class SceneModule(L.LightningModule):
     # -------------------------------------------------------------- training
     def augment(self, x: Tensor) -> Tensor:
         hp = self.hparams
+        x = device_response(x, self.ir_gains, hp.get("device_ir_p", 0.0))
         if hp.roll > 0:
             x = random_roll(x, hp.roll)
+        x = freq_mixstyle(x, hp.freq_mixstyle_p, hp.freq_mixstyle_alpha)
         if hp.freq_mask > 0:
             x = frequency_mask(x, hp.freq_mask)
         return x
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         x, label = self.augment(batch["x"]), batch["label"]
+        partner = lam = None
         if self.hparams.mixup_alpha > 0:
             x, partner, lam = mixup(x, self.hparams.mixup_alpha)
             logits = self(x)
@@ -171,6 +214,11 @@ class SceneModule(L.LightningModule):
         else:
             logits = self(x)
             loss = F.cross_entropy(logits, label)
+        if self.teacher is not None:  # the teacher sees the same augmented, mixed batch
+            hp = self.hparams
+            soft = kd_loss(logits, self.teacher(x, batch["index"], partner, lam), hp.kd_temperature)
+            self.log("train/kd_loss", soft, batch_size=len(label))
+            loss = hp.kd_lambda * loss + (1 - hp.kd_lambda) * soft
         loss = loss + self.penalty()
         if not torch.isfinite(loss):
             raise AscError(
@@ -221,7 +269,10 @@ class SceneModule(L.LightningModule):
         # The figures come from metric states already summed over every process: identical on each rank,
         # so sync_dist only averages equal numbers (and keeps Lightning from warning).
         if "val/accuracy" in logs:
-            self.log("val/accuracy", logs.pop("val/accuracy"), prog_bar=True, sync_dist=True)
+            accuracy = logs.pop("val/accuracy")
+            self.log("val/accuracy", accuracy, prog_bar=True, sync_dist=True)
+            # What ModelCheckpoint's best is chosen by: the accuracy of a network this stage may hand on.
+            self.log("val/selection", accuracy if self.selectable else -1.0, sync_dist=True)
         self.log_dict(logs, sync_dist=True)
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
@@ -257,6 +308,8 @@ class SceneModule(L.LightningModule):
         checkpoint[ASC_KEY] = {"architecture": describe(self.network), "features": asdict(self.features),
                                "stage": f"{type(self).__module__}.{type(self).__qualname__}",
                                "history": self.history, "bits": self.bits}
+        if self.teacher is not None and len(self.teacher.networks):  # a resumed fit keeps its teacher
+            checkpoint[ASC_KEY]["teacher"] = self.teacher.descriptions()
         if self.logger is not None and self.logger.version is not None:  # a resumed fit continues this run
             checkpoint[ASC_KEY]["logger_version"] = str(self.logger.version)
 
@@ -270,109 +323,18 @@ class SceneModule(L.LightningModule):
         check_features(saved_features(checkpoint, path), self.features, str(path))
         self.history = list(saved.get("history", []))
         self.model = self.restore_network(checkpoint).to(self.device)
+        if saved.get("teacher"):
+            self.teacher = Teacher([build(description) for description in saved["teacher"]]).to(self.device)
 
     def restore_network(self, checkpoint: dict[str, Any]) -> nn.Module:
         """An untrained network of the checkpoint's architecture (its weights load afterwards)."""
         return build(checkpoint[ASC_KEY]["architecture"])
 
 
-def log_report_to_wandb(logger: Any, summary: dict[str, Any], folder: Path) -> None:
-    """The per-device table and the confusion matrix as W&B objects, when W&B is the logger."""
-    from lightning.pytorch.loggers import WandbLogger
+def __getattr__(name: str) -> Any:
+    """Checkpoints and configs written before the two first stages moved to ``asc.training.stages``."""
+    if name in ("LinearStage", "TandemStage"):
+        from asc.training import stages
 
-    if not isinstance(logger, WandbLogger):
-        return
-    import wandb
-
-    from asc.data.layout import DEVICES
-    from asc.training.reports import table_row
-
-    table = wandb.Table(columns=[*[d.upper() for d in DEVICES], "Overall"], data=[table_row(summary)])
-    logger.experiment.log({"test/per_device": table, "test/confusion": wandb.Image(str(folder / "confusion.png"))})
-
-
-class LinearStage(SceneModule):
-    """Stage 1: the linear model on moments, trained alone with an L1 penalty.
-
-    L1 is applied as a proximal (soft-threshold) step after each SGD step, so unused features reach
-    exactly zero and the number of selected features can be read off (the report: about half).
-    ``model.init_ckpt`` (optional) continues from a linear checkpoint.
-
-    Args:
-        n_classes: scene classes.
-        l1: L1 weight λ; each step shrinks the weights by lr·λ.
-    """
-
-    def __init__(self, n_classes: int = len(SCENES), l1: float = 1e-3, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.model = MomentsLinear(self.features.n_mels, n_classes)
-
-    def adopt(self, checkpoint: dict[str, Any], path: str) -> None:
-        take_linear(self.network, checkpoint, path)
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Proximal L1 step: soft-threshold by lr·λ; a weight set to zero also loses its momentum, so it
-        revives only when one step's gradient outweighs λ (the L1 optimality condition)."""
-        if self.hparams.l1 <= 0:
-            return
-        optimizer = self.trainer.optimizers[0]
-        lr = optimizer.param_groups[0]["lr"]
-        weight = self.network.classifier.weight
-        with torch.no_grad():
-            weight.copy_(weight.sign() * (weight.abs() - lr * self.hparams.l1).clamp_min(0))
-            momentum = optimizer.state.get(weight, {}).get("momentum_buffer")
-            if momentum is not None:
-                momentum[weight == 0] = 0
-
-    def on_train_epoch_end(self) -> None:
-        self.log("train/selected_features", self.network.selected_features().sum().float(), sync_dist=True)
-
-    def report_extra(self, folder: Path) -> None:
-        selected = self.network.selected_features()
-        text = f"{int(selected.sum())} of {selected.numel()} moment features have a non-zero weight\n"
-        (folder / "selected_features.txt").write_text(text)
-        say(text.strip())
-
-
-class TandemStage(SceneModule):
-    """Stage 2: the tandem, linear(moments) + BC-ResNet; ``model.init_ckpt`` is the linear stage's
-    checkpoint, whose weights start the linear part.
-
-    Args:
-        n_classes: scene classes.
-        width: BC-ResNet width multiplier (8 = Mod-8, c = 80).
-        sub_bands: SubSpectralNorm sub-bands.
-        dropout: BC-ResNet dropout.
-        resnorm_lambda: λ of ResNorm.
-        zero_init: zero the BC-ResNet's last conv so training starts from the linear model.
-    """
-
-    def __init__(
-        self,
-        n_classes: int = len(SCENES),
-        width: float = 8,
-        sub_bands: int = 4,
-        dropout: float = 0.1,
-        resnorm_lambda: float = 0.1,
-        zero_init: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        n_mels = self.features.n_mels
-        linear = MomentsLinear(n_mels, n_classes)
-        cnn = BCResNet(n_mels, n_classes, width=width, sub_bands=sub_bands, dropout=dropout,
-                       resnorm_lambda=resnorm_lambda)
-        self.model = Tandem(linear, cnn, zero_init=zero_init)
-
-    def adopt(self, checkpoint: dict[str, Any], path: str) -> None:
-        take_linear(self.network.linear, checkpoint, path)
-
-
-def take_linear(linear: MomentsLinear, checkpoint: dict[str, Any], path: str) -> None:
-    """Load a linear-stage checkpoint into ``linear``; refuse any other checkpoint with one line."""
-    architecture = checkpoint[ASC_KEY]["architecture"]
-    if architecture["type"] != "linear":
-        raise AscError(f"model.init_ckpt: {path} holds a {architecture['type']} model, expected the linear stage's")
-    if architecture["n_bands"] != linear.n_bands:
-        raise AscError(f"model.init_ckpt: {path} has {architecture['n_bands']} bands, the network {linear.n_bands}")
-    linear.load_state_dict(model_state(checkpoint))
+        return getattr(stages, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -67,6 +67,10 @@ class QATStage(SceneModule):
         self.quantized = True
 
     @property
+    def selectable(self) -> bool:
+        return self.quantized
+
+    @property
     def bits(self) -> int:
         """Counted on the float architecture (``count_complexity``), reported as 8 bits once quantized."""
         return 8 if self.quantized else 32

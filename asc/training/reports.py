@@ -183,3 +183,15 @@ def plot_confusion(confusion: list[list[int]], path: Path, title: str) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def log_report_to_wandb(logger: Any, summary: dict[str, Any], folder: Path) -> None:
+    """The per-device table and the confusion matrix as W&B objects, when W&B is the logger."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    if not isinstance(logger, WandbLogger):
+        return
+    import wandb
+
+    table = wandb.Table(columns=[*[d.upper() for d in DEVICES], "Overall"], data=[table_row(summary)])
+    logger.experiment.log({"test/per_device": table, "test/confusion": wandb.Image(str(folder / "confusion.png"))})

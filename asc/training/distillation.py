@@ -1,0 +1,142 @@
+"""Knowledge distillation for the stages after the tandem (feature selection, pruning, QAT).
+
+Loss = λ·CE(student, labels) + (1 − λ)·T²·KL(softmax(teacher/T) ‖ softmax(student/T)) (Hinton et al.,
+2015): a compressed student learns from the network it was compressed from, from an ensemble of
+checkpoints, or from a file of teacher logits (the form in which teacher outputs for TAU22 are shared).
+
+A teacher made of networks sees exactly the student's input: the same augmented and mixed batch. A
+teacher from a file knows only the clips: with Mixup its logits are mixed with the same λ and partners.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from asc.data.layout import SCENES
+from asc.errors import AscError
+
+#: ``model.teacher`` entry naming the network the stage starts from (``model.init_ckpt``).
+INIT = "init"
+
+
+def kd_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """T²·KL(p_teacher ‖ p_student) with both softened by T, averaged over the batch; zero when they agree.
+
+    The T² keeps the gradient's size independent of T (the soft targets' gradients scale as 1/T²).
+    """
+    log_student = F.log_softmax(student / temperature, dim=1)
+    log_teacher = F.log_softmax(teacher.detach() / temperature, dim=1)
+    return temperature**2 * F.kl_div(log_student, log_teacher, reduction="batchmean", log_target=True)
+
+
+def read_logits(path: Path) -> dict[str, Tensor]:
+    """Teacher logits by file name from a tab-separated file: ``filename`` and one column per scene."""
+    if not path.is_file():
+        raise AscError(f"model.teacher: {path}: logits file not found")
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        rows = list(csv.reader(handle, delimiter="\t"))
+    expected = ["filename", *SCENES]
+    if not rows or [cell.strip() for cell in rows[0]] != expected:
+        raise AscError(f"{path}:1: columns must be {' '.join(expected)} (tab-separated)")
+    logits: dict[str, Tensor] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(expected):
+            raise AscError(f"{path}:{line}: {len(row)} columns, expected {len(expected)}")
+        try:
+            values = [float(cell) for cell in row[1:]]
+        except ValueError:
+            raise AscError(f"{path}:{line}: logits must be numbers") from None
+        logits[_key(row[0])] = torch.tensor(values)
+    return logits
+
+
+def write_logits(path: Path, filenames: Sequence[str], logits: Tensor) -> None:
+    """The format ``read_logits`` reads (file names as in the fold files, e.g. ``audio/x.wav``)."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(["filename", *SCENES])
+        for name, row in zip(filenames, logits.tolist(), strict=True):
+            writer.writerow([name, *(f"{value:.6f}" for value in row)])
+
+
+def _key(filename: str) -> str:
+    """Files are matched by name without folders: ``audio/x.wav`` and ``x.wav`` are one clip."""
+    return Path(filename.strip()).name
+
+
+class Teacher(nn.Module):
+    """Frozen networks (averaged logits) or a table of logits aligned with the training clips."""
+
+    def __init__(self, networks: Sequence[nn.Module] = (), table: Tensor | None = None) -> None:
+        super().__init__()
+        if not networks and table is None:
+            raise AscError("model.teacher: no teacher given")
+        self.networks = nn.ModuleList(networks)
+        for parameter in self.networks.parameters():
+            parameter.requires_grad_(False)
+        self.register_buffer("table", table, persistent=False)
+        self.train(False)
+
+    @classmethod
+    def from_file(cls, path: Path, filenames: Sequence[str]) -> Teacher:
+        """The logits of ``filenames`` (the training clips, in dataset order); a missing one stops in one line."""
+        logits = read_logits(path)
+        missing = [name for name in filenames if _key(name) not in logits]
+        if missing:
+            raise AscError(f"model.teacher: {path} has no logits for {missing[0]}"
+                           + (f" ({len(missing)} training clips missing)" if len(missing) > 1 else ""))
+        return cls(table=torch.stack([logits[_key(name)] for name in filenames]))
+
+    def train(self, mode: bool = True) -> Teacher:
+        """A teacher always predicts as in evaluation (batch norm statistics, no dropout)."""
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, x: Tensor, index: Tensor, partner: Tensor | None = None, lam: Tensor | None = None) -> Tensor:
+        """Teacher logits for a batch: the networks on the student's input ``x`` (already mixed), or the table
+        rows of clips ``index`` mixed with ``partner`` by ``lam`` as Mixup mixed the inputs."""
+        if len(self.networks):
+            self.networks.eval()  # Lightning may restore a module's training flag directly, bypassing train()
+            return torch.stack([network(x) for network in self.networks]).mean(dim=0)
+        logits = self.table[index.to(self.table.device)].to(x.device)
+        if partner is not None and lam is not None:
+            logits = lam.view(-1, 1) * logits + (1 - lam.view(-1, 1)) * logits[partner]
+        return logits
+
+    def descriptions(self) -> list[dict[str, Any]]:
+        from asc.models.architecture import describe
+
+        return [describe(network) for network in self.networks]
+
+
+def build_teacher(sources: Sequence[str], stage: Any) -> Teacher:
+    """The teacher of ``model.teacher``: ``init`` (a frozen copy of the network the stage starts from,
+    taken before it changes), checkpoints of any stage (their front end must be the stage's), or one
+    logits file (its rows aligned with the stage's training clips)."""
+    import copy
+
+    from asc.api import model_from_checkpoint
+    from asc.training.checkpoints import check_features, read_checkpoint, saved_features
+
+    files = [source for source in sources if Path(source).suffix.lower() in (".tsv", ".csv", ".txt")]
+    if files:
+        if len(sources) > 1:
+            raise AscError("model.teacher: a logits file is a teacher of its own (no other entries with it)")
+        records = stage.trainer.datamodule.splits.train
+        return Teacher.from_file(Path(files[0]), [record.filename for record in records])
+    networks = []
+    for source in sources:
+        if source == INIT:
+            networks.append(copy.deepcopy(stage.network))
+            continue
+        checkpoint = read_checkpoint(source)
+        check_features(saved_features(checkpoint, source), stage.features, f"model.teacher: {source}")
+        networks.append(model_from_checkpoint(checkpoint))
+    return Teacher(networks).to(stage.device)
