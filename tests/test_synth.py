@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +30,7 @@ from asc.data.layout import (
     parse_clip_name,
 )
 from asc.data.synth import SynthSpec, plan, synthesize
+from asc.data.synth.conditions import scene_field
 from asc.errors import AscError
 
 #: 180 clips: one train and one evaluate location per scene, one all-device segment each.
@@ -272,3 +274,97 @@ def test_reversed_pairs_share_band_moments_but_not_temporal_order(
     difference = ahead - behind
     t = difference.mean() / (difference.std() / np.sqrt(difference.size))
     assert ahead.mean() > 0 > behind.mean() and t > 3.0, (ahead.mean(), behind.mean(), t)
+
+
+# ------------------------------------------------------------------- the hard preset (asc.data.synth.conditions)
+
+HARD = SynthSpec.preset("hard")
+#: The hard preset scaled down to 210 clips: per scene 1 train location (3 segments, 1 on all devices) and 1 evaluate.
+HARD_SMALL = dataclasses.replace(HARD, train_locations=1, evaluate_locations=1, segments_per_location=3,
+                                 train_parallel=1)
+
+
+def test_hard_plan_has_the_demo_sizes_in_fewer_bigger_train_locations() -> None:
+    rows, demo = plan(HARD), Counter(row.split for row in plan(SynthSpec.preset("demo")))
+    splits = Counter(row.split for row in rows)
+    assert (len(rows), splits["train"], splits["evaluate"]) == (3240, demo["train"], demo["evaluate"])
+    assert (splits["train"], splits["evaluate"]) == (2280, 540)
+    assert len({row.clip.filename for row in rows}) == len(rows)
+    locations = {s: Counter(r.clip.identifier for r in rows if r.split == s) for s in synth.SPLITS}
+    assert not set(locations["train"]) & set(locations["evaluate"])
+    assert set(locations["train"].values()) == {76} and set(locations["evaluate"].values()) == {9}
+    for split, per_scene in (("train", 3), ("evaluate", 6)):
+        scenes = Counter(identifier_scene[1] for identifier_scene in
+                         {(r.clip.identifier, r.clip.scene) for r in rows if r.split == split})
+        assert set(scenes) == set(SCENES) and set(scenes.values()) == {per_scene}
+    devices = {s: Counter(r.clip.device for r in rows if r.split == s) for s in synth.SPLITS}
+    assert dict(devices["evaluate"]) == dict.fromkeys(DEVICES, 60)
+    assert not set(UNSEEN_DEVICES) & set(devices["train"]) and devices["train"]["a"] == 10 * 3 * 56
+    scaled = HARD.scaled(1 / 3)
+    assert (scaled.train_locations, scaled.evaluate_locations, scaled.conditions) == (1, 2, HARD.conditions)
+    with pytest.raises(AscError):
+        dataclasses.replace(HARD, evaluate_segments=57)
+
+
+def test_hard_dataset_layout_and_same_bytes_for_any_worker_count(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    counts = synthesize(first, HARD_SMALL, seed=5, workers=1, progress=False)
+    synthesize(second, HARD_SMALL, seed=5, workers=2, progress=False)
+    assert counts == {"meta": 210, "train": 80, "evaluate": 90, "test": 90}
+    assert digests(first) == digests(second)
+    train, evaluate = fold_names(first, "train"), fold_names(first, "evaluate")
+    assert {parse_clip_name(n).device for n in evaluate} == set(DEVICES)
+    assert {parse_clip_name(n).device for n in train} == set(DEVICES) - set(UNSEEN_DEVICES)
+    assert not {parse_clip_name(n).identifier for n in train} & {parse_clip_name(n).identifier for n in evaluate}
+    marker = json.loads((first / synth.MARKER_FILE).read_text(encoding="utf-8"))
+    assert marker["spec"]["conditions"] == dataclasses.asdict(HARD.conditions)
+
+
+def test_plain_presets_are_unchanged(tiny: tuple[Path, dict[str, int]]) -> None:
+    """The fields added for the hard preset leave the plain presets' marker file and random draws as they were."""
+    spec = json.loads((tiny[0] / synth.MARKER_FILE).read_text(encoding="utf-8"))["spec"]
+    assert list(spec) == ["train_locations", "evaluate_locations", "segments_per_location", "slices_per_segment",
+                          "train_parallel", "evaluate_parallel", "sizes"]
+    out = synth.render_recording(0, ClipName("tram", "lisbon", "1000", "40000", "3", "a"), DEVICES)
+    rms_and_sample = {name: (np.sqrt(np.mean(x**2)), x[1000]) for name, x in out.items()}
+    expected = {"a": (0.0268358322570892, 0.0367304847177858), "b": (0.0058093163866213, 0.0071843675131346),
+                "c": (0.0192790489820581, 0.0193533894023773), "s1": (0.0369289468233751, 0.0201826173468788),
+                "s4": (0.0211221581299424, 0.0327922460599002), "s6": (0.0326388233867676, 0.0051724863672824)}
+    for name, values in expected.items():
+        np.testing.assert_allclose(rms_and_sample[name], values, rtol=1e-9)
+
+
+def location_to_scene_ratio(conditions: synth.Conditions, n_locations: int = 6) -> float:
+    """Mean log-mel distance between locations of one scene over that between scenes at one location.
+
+    Every scene is rendered at the same location identities (the same per-location draws), device a.
+    """
+    spectra = np.array([[logmel(synth.render_recording(0, ClipName(scene, "lisbon", str(1000 + k), str(40000 + k),
+                                                                   "0", "a"), ["a"], conditions)["a"]).mean(axis=1)
+                         for k in range(n_locations)] for scene in SCENES])
+    n = len(SCENES)
+    across_scenes = [np.linalg.norm(spectra[i, k] - spectra[j, k]) for k in range(n_locations)
+                     for i in range(n) for j in range(i)]
+    across_locations = [np.linalg.norm(spectra[i, k] - spectra[i, m]) for i in range(n)
+                        for k in range(n_locations) for m in range(k)]
+    return float(np.mean(across_locations) / np.mean(across_scenes))
+
+
+def test_hard_locations_differ_more_than_scenes() -> None:
+    plain, hard = location_to_scene_ratio(synth.Conditions()), location_to_scene_ratio(HARD.conditions)
+    assert plain < 0.8 and hard > 1.0 and hard > 1.5 * plain, (plain, hard)
+
+
+@pytest.mark.parametrize(("forward", "backward"), synth.REVERSED_PAIRS)
+def test_hard_conditions_keep_the_reversed_pairs(forward: str, backward: str) -> None:
+    """Ambience, colouring and intruding scene do not depend on the scene within a pair: only the events reverse."""
+    reversed_events = 0
+    for k in range(6):
+        ids = ("lisbon", str(1000 + k), str(40000 + k), str(k), "a")
+        (one, place, colour), (two, place_two, colour_two) = (
+            scene_field(0, ClipName(scene, *ids), HARD.conditions) for scene in (forward, backward))
+        difference = one - two
+        np.testing.assert_allclose(difference[::-1], -difference, atol=1e-9)
+        assert place == place_two and np.array_equal(colour, colour_two)
+        reversed_events += np.abs(difference).max() > 1e-3
+    assert reversed_events >= 3

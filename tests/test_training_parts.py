@@ -100,3 +100,26 @@ def test_freq_mixstyle_mixes_per_band_statistics_with_a_partner() -> None:
     # The within-band pattern over time is kept: each band is only shifted and scaled.
     normed = lambda t: (t - t.mean(dim=3, keepdim=True)) / t.std(dim=3, keepdim=True)  # noqa: E731
     assert torch.allclose(normed(mixed), normed(x), atol=1e-3)
+
+
+def test_cumulative_l1_zeroes_weights_whose_gradients_only_jitter() -> None:
+    """With noisy mini-batch gradients a plain proximal step keeps reviving unused weights; the cumulative
+    penalty (Tsuruoka et al., 2009) holds them at zero, and keeps weights whose gradient is consistent."""
+    from asc.training.stages import cumulative_l1_step
+
+    generator = torch.Generator().manual_seed(0)
+    lr, lam = 0.01, 0.3
+    signal = torch.tensor([0.0] * 8 + [-1.0] * 2)  # eight unused weights, two the loss wants positive
+    weights = {"cumulative": torch.full((10,), 0.2), "proximal": torch.full((10,), 0.2)}
+    total, received = torch.zeros(()), torch.zeros(10)
+    for _step in range(2000):
+        noise = torch.randn(10, generator=generator)
+        for name, weight in weights.items():
+            weight -= lr * (signal + noise)
+            if name == "proximal":
+                weight.copy_(weight.sign() * (weight.abs() - lr * lam).clamp_min(0))
+        total += lr * lam
+        cumulative_l1_step(weights["cumulative"], total, received)
+    assert (weights["cumulative"][:8] == 0).all() and (weights["cumulative"][8:] > 0.5).all()
+    assert (weights["proximal"][:8] == 0).sum() <= 3  # 0 to 2 of 8 over five seeds
+

@@ -20,8 +20,10 @@ def synth(argv: Sequence[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="asc synth", description="Write the built-in dataset (DCASE 2022 layout).")
     parser.add_argument("root", type=Path, help="folder to create (must be empty or a dataset written by asc synth)")
-    parser.add_argument("--size", default="demo", choices=("tiny", "demo", "full"),
-                        help="preset: tiny (tests), demo (default, minutes on 2 cores), full (the real set's sizes)")
+    parser.add_argument("--size", default="demo", choices=("tiny", "demo", "hard", "full"),
+                        help="preset: tiny (tests), demo (default, minutes on 2 cores), hard (the demo's sizes, but "
+                             "locations, devices and other scenes vary more than scenes: models memorise locations), "
+                             "full (the real set's sizes)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the preset's number of locations")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=_workers())

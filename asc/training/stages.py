@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from asc.data.layout import SCENES
 from asc.errors import AscError
@@ -20,32 +21,41 @@ from asc.training.reports import say
 class LinearStage(SceneModule):
     """Stage 1: the linear model on moments, trained alone with an L1 penalty.
 
-    L1 is applied as a proximal (soft-threshold) step after each SGD step, so unused features reach
-    exactly zero and the number of selected features can be read off (the report: about half).
-    ``model.init_ckpt`` (optional) continues from a linear checkpoint.
+    L1 is applied after each SGD step as the *cumulative* penalty of Tsuruoka et al. (2009), so that
+    unused features reach exactly zero and the number of selected features can be read off (the
+    report: about half). A plain proximal step (shrink by lr·λ) cannot do that with SGD: a weight set
+    to zero is pushed off again by the next mini-batch's gradient unless |gradient| < λ on every batch,
+    and a mini-batch gradient is noisy; on the demo set not one of the 1,280 weights stayed at zero,
+    with λ = 0.001 or 0.03. The cumulative penalty gives each weight the whole shrinkage lr·λ summed
+    over all steps so far, less what it already received, so a weight whose gradients only jitter
+    around zero is held at zero. ``model.init_ckpt`` (optional) continues from a linear checkpoint.
+
+    A feature (one moment of one band) is selected while any class weight on it is non-zero.
 
     Args:
         n_classes: scene classes.
-        l1: L1 weight λ; each step shrinks the weights by lr·λ.
+        l1: L1 weight λ; the total shrinkage after k steps is λ·Σ lr.
     """
 
     def __init__(self, n_classes: int = len(SCENES), l1: float = 1e-3, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.model = MomentsLinear(self.features.n_mels, n_classes)
+        # The cumulative penalty's state: the total shrinkage so far, and what each weight has received.
+        self.register_buffer("l1_total", torch.zeros(()))
+        self.register_buffer("l1_received", torch.zeros_like(self.model.classifier.weight))
 
     def adopt(self, checkpoint: dict[str, Any], path: str) -> None:
         take_linear(self.network, checkpoint, path)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Proximal L1 step: soft-threshold by lr·λ; a weight set to zero also loses its momentum, so it
-        revives only when one step's gradient outweighs λ (the L1 optimality condition)."""
+        """The cumulative L1 step; a weight set to zero also loses its momentum."""
         if self.hparams.l1 <= 0:
             return
         optimizer = self.trainer.optimizers[0]
-        lr = optimizer.param_groups[0]["lr"]
         weight = self.network.classifier.weight
         with torch.no_grad():
-            weight.copy_(weight.sign() * (weight.abs() - lr * self.hparams.l1).clamp_min(0))
+            self.l1_total += optimizer.param_groups[0]["lr"] * self.hparams.l1
+            cumulative_l1_step(weight, self.l1_total, self.l1_received)
             momentum = optimizer.state.get(weight, {}).get("momentum_buffer")
             if momentum is not None:
                 momentum[weight == 0] = 0
@@ -58,6 +68,17 @@ class LinearStage(SceneModule):
         text = f"{int(selected.sum())} of {selected.numel()} moment features have a non-zero weight\n"
         (folder / "selected_features.txt").write_text(text)
         say(text.strip())
+
+
+def cumulative_l1_step(weight: Tensor, total: Tensor, received: Tensor) -> None:
+    """Tsuruoka et al. (2009): shrink each weight towards zero (never past it) by what it has not yet
+    received of the total penalty ``total``; ``received`` (≤ 0 for positive weights, ≥ 0 for negative
+    ones) is updated in place."""
+    before = weight.clone()
+    positive, negative = weight > 0, weight < 0
+    weight.copy_(torch.where(positive, (weight - (total + received)).clamp_min(0), weight))
+    weight.copy_(torch.where(negative, (weight + (total - received)).clamp_max(0), weight))
+    received += weight - before
 
 
 class TandemStage(SceneModule):

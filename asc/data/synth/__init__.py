@@ -7,6 +7,7 @@ and ``audio/<scene>-<city>-<location>-<segment>-<slice>-<device>.wav`` (44.1 kHz
 The parts, each with its own explanation
     ``planning``  which clips exist and in which split (recording structure, as in the real set);
     ``scenes``    the sound field of a slice (why time-reversed scene pairs);
+    ``conditions`` how much locations, devices and other scenes colour it (the ``"hard"`` preset);
     ``devices``   how the real devices hear it and how the simulated ones are made from device a;
     ``writer``    rendering the slices (in worker processes) and writing the WAVs, CSVs and marker file;
     ``seeding``   the per-thing random streams that make the output independent of the work order.
@@ -14,6 +15,7 @@ The parts, each with its own explanation
 
 from __future__ import annotations
 
+from asc.data.synth.conditions import Conditions
 from asc.data.synth.devices import render_recording
 from asc.data.synth.planning import (
     CITIES,
@@ -31,6 +33,7 @@ from asc.data.synth.writer import GENERATOR_VERSION, MARKER_FILE, synthesize
 
 __all__ = [
     "CITIES",
+    "Conditions",
     "FIRST_LOCATION_ID",
     "FIRST_SEGMENT_ID",
     "GENERATOR_VERSION",

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from asc.data.layout import DEVICE_GROUPS, SAMPLE_RATE, ClipName
-from asc.data.synth.scenes import _FREQS, _OCTAVES, N_SAMPLES, _rms, _scene_signal
+from asc.data.synth.conditions import PLAIN, Conditions, scene_field
+from asc.data.synth.scenes import _FREQS, _OCTAVES, N_SAMPLES, _rms
 from asc.data.synth.seeding import _rng
 
 _SIMULATED = DEVICE_GROUPS["seen_simulated"] + DEVICE_GROUPS["unseen_simulated"]
@@ -33,14 +34,20 @@ class _Device:
 
 
 @functools.lru_cache(maxsize=64)
-def _device(seed: int, name: str) -> _Device:
-    """A smooth random frequency response, band limits, and for s1-s6 an impulse response and compressor."""
+def _device(seed: int, name: str, colour: float = 1.0, noise_db: float = 0.0) -> _Device:
+    """A smooth random frequency response, band limits, and for s1-s6 an impulse response and compressor.
+
+    ``colour`` multiplies the response's deviations (dB) and ``noise_db`` shifts the self-noise level of every
+    device but a (``Conditions.device_colour`` / ``device_noise_db``); the defaults change nothing.
+    """
     rng = _rng(seed, f"device/{name}")
     strength = {"a": 0.3, "b": 1.0, "c": 1.0}.get(name, 1.5)
     db = rng.uniform(-1.5, 1.5) * strength * _OCTAVES
     for _ in range(4):
         centre, width = rng.uniform(-3.0, 3.5), rng.uniform(0.3, 1.0)
         db = db + rng.normal(0.0, 3.0 * strength) * np.exp(-0.5 * np.square((_OCTAVES - centre) / width))
+    if name != "a" and colour != 1.0:
+        db = db * colour
     high_pass = 30.0 if name == "a" else rng.uniform(80.0, 300.0)
     low_pass = 20000.0 if name == "a" else rng.uniform(5000.0, 12000.0)
     ratio_high = np.square(_FREQS / high_pass)
@@ -56,7 +63,8 @@ def _device(seed: int, name: str) -> _Device:
     return _Device(
         response=response,
         gain_db=0.0 if name == "a" else float(rng.uniform(-4.0, 4.0)),
-        noise_gain=_noise_gain(float(rng.uniform(-45.0, -30.0) if name != "a" else -60.0), rng.uniform(-3.0, 1.0)),
+        noise_gain=_noise_gain(float(rng.uniform(-45.0, -30.0) + noise_db if name != "a" else -60.0),
+                               rng.uniform(-3.0, 1.0)),
         threshold_db=float(rng.uniform(-3.0, 6.0)) if simulated else 0.0,
         ratio=float(rng.uniform(2.0, 6.0)) if simulated else 1.0,
     )
@@ -110,30 +118,35 @@ def _simulate(a_spectrum: np.ndarray, a_rms: float, device: _Device, rng: np.ran
     return x * (a_rms * 10.0 ** (device.gain_db / 20.0) / _rms(x))
 
 
-def render_recording(seed: int, clip: ClipName, devices: Sequence[str]) -> dict[str, np.ndarray]:
-    """The float64 waveforms of one slice on the given devices.
+def render_recording(
+    seed: int, clip: ClipName, devices: Sequence[str], conditions: Conditions = PLAIN
+) -> dict[str, np.ndarray]:
+    """The float64 waveforms of one slice on the given devices, under the given recording ``conditions``.
 
     a, b and c hear the same sound field (the background at the location's level, events on top);
     s1-s6 are made from a's clip (its spectrum), which is rendered even when a itself is not requested.
     A slice's random draws depend on its location, segment and slice but not on its scene, so the same
     identity rendered as the two scenes of a reversed pair differs only in the direction of the event layer.
     """
-    field, place = _scene_signal(seed, clip)
+    field, place, colour = scene_field(seed, clip, conditions)
     level_db = place.level_db + _rng(seed, f"segment/{clip.identifier}-{clip.segment}").normal(0.0, 1.5)
     scale = 10.0 ** (level_db / 20.0)
     spectrum = np.fft.rfft(field) * 10.0 ** (place.tilt_db * _OCTAVES / 20.0)
+    if colour is not None:
+        spectrum *= colour
+    device_of = functools.partial(_device, seed, colour=conditions.device_colour, noise_db=conditions.device_noise_db)
 
     def rng_of(name: str) -> np.random.Generator:
         return _rng(seed, f"clip/{dataclasses.replace(clip, device=name).filename}")
 
-    a_spectrum = _microphone(spectrum, _device(seed, "a"), rng_of("a"), scale)
+    a_spectrum = _microphone(spectrum, device_of("a"), rng_of("a"), scale)
     a_rms = _spectrum_rms(a_spectrum)
     out: dict[str, np.ndarray] = {}
     for name in devices:
         if name == "a":
             out[name] = np.fft.irfft(a_spectrum, n=N_SAMPLES)
         elif name in _SIMULATED:
-            out[name] = _simulate(a_spectrum, a_rms, _device(seed, name), rng_of(name))
+            out[name] = _simulate(a_spectrum, a_rms, device_of(name), rng_of(name))
         else:
-            out[name] = np.fft.irfft(_microphone(spectrum, _device(seed, name), rng_of(name), scale), n=N_SAMPLES)
+            out[name] = np.fft.irfft(_microphone(spectrum, device_of(name), rng_of(name), scale), n=N_SAMPLES)
     return out

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from asc.data.layout import DEVICES, OFFICIAL_SIZES, SCENES, UNSEEN_DEVICES, ClipName
+from asc.data.synth.conditions import PLAIN, Conditions
 from asc.data.synth.seeding import _check_seed, _rng
 from asc.errors import AscError
 
@@ -42,6 +43,8 @@ class SynthSpec:
     location ``train_parallel`` segments are also on b, c and s1-s6; in an evaluate location
     ``evaluate_parallel`` segments are on all devices (only those are in the evaluate split).
     ``sizes`` = (meta, train, evaluate) clip counts to trim the plan to, or None.
+    ``evaluate_segments``: device-a segments of an evaluate location, if not ``segments_per_location``.
+    ``conditions``: how much locations and devices colour the sound (``conditions.Conditions``).
     """
 
     train_locations: int = 6
@@ -51,15 +54,33 @@ class SynthSpec:
     train_parallel: int = 1
     evaluate_parallel: int = 1
     sizes: tuple[int, int, int] | None = None
+    evaluate_segments: int | None = None
+    conditions: Conditions = PLAIN
 
     def __post_init__(self) -> None:
-        counts = dataclasses.astuple(self)[:-1]
+        counts = [getattr(self, name) for name in _COUNTS] + [self.evaluate_segments or 1]
         if any(not isinstance(n, int) or n < 1 for n in counts):
             raise AscError(f"synthetic dataset spec needs positive integer counts, got {self}")
         if self.slices_per_segment > MAX_SLICES:
             raise AscError(f"slices_per_segment={self.slices_per_segment}: a segment has at most {MAX_SLICES}")
-        if max(self.train_parallel, self.evaluate_parallel) > self.segments_per_location:
-            raise AscError(f"parallel segments exceed segments_per_location={self.segments_per_location}")
+        if self.train_parallel > self.segments_per_location or self.evaluate_parallel > self.segments_of("evaluate"):
+            raise AscError(f"parallel segments exceed the segments of a location in {self}")
+        if self.segments_of("evaluate") > self.segments_per_location:
+            raise AscError(f"evaluate_segments={self.evaluate_segments} exceeds segments_per_location")
+
+    def segments_of(self, location_split: str) -> int:
+        """Device-a segments of a location of the given split."""
+        if location_split == "evaluate" and self.evaluate_segments is not None:
+            return self.evaluate_segments
+        return self.segments_per_location
+
+    def changed_fields(self) -> dict:
+        """The spec as a dict, leaving out the later fields at their defaults (the marker of the plain presets)."""
+        values = dataclasses.asdict(self)
+        for name in _LATER_FIELDS:
+            if getattr(self, name) == _DEFAULTS[name]:
+                del values[name]
+        return values
 
     @classmethod
     def preset(cls, name: str) -> SynthSpec:
@@ -80,6 +101,12 @@ class SynthSpec:
         )
 
 
+_COUNTS = ("train_locations", "evaluate_locations", "segments_per_location", "slices_per_segment", "train_parallel",
+           "evaluate_parallel")
+_DEFAULTS = {field.name: field.default for field in dataclasses.fields(SynthSpec)}
+#: Fields added after the first generator version: left out of the marker file while at their defaults.
+_LATER_FIELDS = ("evaluate_segments", "conditions")
+
 PRESETS: dict[str, SynthSpec] = {
     "tiny": SynthSpec(train_locations=2, evaluate_locations=1, segments_per_location=3, slices_per_segment=2),
     "demo": SynthSpec(),
@@ -93,6 +120,29 @@ PRESETS: dict[str, SynthSpec] = {
         train_parallel=3,
         evaluate_parallel=3,
         sizes=(OFFICIAL_SIZES["meta"], OFFICIAL_SIZES["train"], OFFICIAL_SIZES["evaluate"]),
+    ),
+    # The demo's train and evaluate counts (2,280 and 540 clips), but 3 train locations per scene with 76 clips
+    # each (56 device-a segments, 4 parallel ones) and 6 new evaluate locations; locations, devices and other
+    # scenes colour the sound more than the scene does (see conditions). 3,240 clips.
+    "hard": SynthSpec(
+        train_locations=3,
+        evaluate_locations=6,
+        segments_per_location=56,
+        slices_per_segment=1,
+        train_parallel=4,
+        evaluate_parallel=1,
+        evaluate_segments=2,
+        conditions=Conditions(
+            ambience_db=-6.0,
+            colour_db=3.0,
+            level_spread_db=4.0,
+            pitch_octaves=0.3,
+            silent_fraction=0.15,
+            intruder_fraction=0.25,
+            intruder_db=-6.0,
+            device_colour=2.0,
+            device_noise_db=10.0,
+        ),
     ),
 }
 
@@ -123,8 +173,9 @@ def _scene_rows(spec: SynthSpec, seed: int, scene: str, location_id: int, segmen
         city = CITIES[(first_city + k) % len(CITIES)]
         location_split = "evaluate" if k in evaluate else "train"
         n_parallel = spec.evaluate_parallel if k in evaluate else spec.train_parallel
-        parallel = set(rng.choice(spec.segments_per_location, n_parallel, replace=False).tolist())
-        for j in range(spec.segments_per_location):
+        n_segments = spec.segments_of(location_split)
+        parallel = set(rng.choice(n_segments, n_parallel, replace=False).tolist())
+        for j in range(n_segments):
             devices = DEVICES if j in parallel else DEVICES[:1]
             for slice_ in range(spec.slices_per_segment):
                 for device in devices:

@@ -17,6 +17,7 @@ import soundfile
 from tqdm.auto import tqdm
 
 from asc.data.layout import AUDIO_DIR, FOLD_COLUMNS, FOLD_FILES, META_COLUMNS, META_FILE, SAMPLE_RATE, ClipName
+from asc.data.synth.conditions import Conditions
 from asc.data.synth.devices import render_recording
 from asc.data.synth.planning import SPLITS, SynthRow, SynthSpec, plan
 from asc.errors import AscError
@@ -26,12 +27,12 @@ MARKER_FILE = ".asc_synth.json"
 GENERATOR_VERSION = 1
 _GENERATOR = "asc.data.synth"
 
-#: One unit of work: (root, seed, a clip name of the slice, the devices of that slice to write).
-_Job = tuple[str, int, ClipName, tuple[str, ...]]
+#: One unit of work: (root, seed, a clip name of the slice, the devices of that slice to write, the conditions).
+_Job = tuple[str, int, ClipName, tuple[str, ...], Conditions]
 _PEAK = 1.0 - 2.0**-23  # largest 24-bit sample
 
 
-def _jobs(root: Path, seed: int, rows: Sequence[SynthRow]) -> list[_Job]:
+def _jobs(root: Path, seed: int, rows: Sequence[SynthRow], conditions: Conditions) -> list[_Job]:
     """Group planned clips by slice: the devices of a slice share one sound field and device a's signal."""
     slices: dict[tuple[str, ...], list[str]] = {}
     names: dict[tuple[str, ...], ClipName] = {}
@@ -40,13 +41,13 @@ def _jobs(root: Path, seed: int, rows: Sequence[SynthRow]) -> list[_Job]:
         key = (c.scene, c.city, c.location, c.segment, c.slice)
         slices.setdefault(key, []).append(c.device)
         names.setdefault(key, c)
-    return [(str(root), seed, names[key], tuple(devices)) for key, devices in slices.items()]
+    return [(str(root), seed, names[key], tuple(devices), conditions) for key, devices in slices.items()]
 
 
 def _write_job(job: _Job) -> int:
     """Render one slice and write its WAVs (24-bit PCM); returns the number of files written."""
-    root, seed, clip, devices = job
-    for name, audio in render_recording(seed, clip, devices).items():
+    root, seed, clip, devices, conditions = job
+    for name, audio in render_recording(seed, clip, devices, conditions).items():
         path = Path(root) / dataclasses.replace(clip, device=name).filename
         soundfile.write(str(path), np.clip(audio, -_PEAK, _PEAK), SAMPLE_RATE, subtype="PCM_24")
     return len(devices)
@@ -112,7 +113,7 @@ def _is_synth_marker(path: Path) -> bool:
 def _write_marker(root: Path, spec: SynthSpec, seed: int, *, complete: bool) -> None:
     """The marker file: who wrote the root, with which spec and seed, and whether the dataset is complete."""
     payload = {"generator": _GENERATOR, "version": GENERATOR_VERSION, "seed": seed,
-               "spec": dataclasses.asdict(spec), "complete": complete}
+               "spec": spec.changed_fields(), "complete": complete}
     (root / MARKER_FILE).write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
 
 
@@ -150,7 +151,7 @@ def synthesize(
     rows = plan(spec, seed)
     _prepare_root(root, spec, seed)
     _remove_stale_audio(root, rows)
-    jobs = _jobs(root, seed, rows)
+    jobs = _jobs(root, seed, rows, spec.conditions)
     written = sum(_run_jobs(jobs, len(rows), max(1, int(workers)), progress))
     if written != len(rows):
         raise AscError(f"{root}: wrote {written} of {len(rows)} planned clips")
