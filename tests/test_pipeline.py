@@ -415,3 +415,42 @@ def test_the_best_checkpoint_by_validation_is_handed_on(shared_mini_root: Path, 
     assert selection["asc"]["compressed"] and len(selection["asc"]["architecture"]["bands"]) == 32
     tandem = torch.load(out / "tandem" / "checkpoints" / "last.ckpt", weights_only=True)
     assert tandem["hyper_parameters"]["init_ckpt"] == str(out / "linear" / "checkpoints" / "best-epoch=0.ckpt")
+
+
+def test_layers_add_to_every_stage_or_to_one(shared_mini_root: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    """``--layer FOLDER``: its base.yaml goes to every stage and its <stage>.yaml to that stage, after the configs."""
+    configs, layer, out = tiny_configs(tmp_path / "configs"), tmp_path / "layer", tmp_path / "runs"
+    layer.mkdir()
+    (layer / "base.yaml").write_text("model:\n  init_args: {freq_mixstyle_p: 0.5}\n")
+    (layer / "tandem.yaml").write_text("model:\n  init_args: {roll: 0.1}\n")
+    common = ["--configs", str(configs), "--data.root", str(shared_mini_root), "--out", str(out)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["pipeline", *common, "--stages", "linear,tandem", "--layer", str(layer)]) == 0
+    saved = {stage: yaml.safe_load((out / stage / "config.yaml").read_text())["model"]["init_args"]
+             for stage in ("linear", "tandem")}
+    assert saved["linear"]["freq_mixstyle_p"] == saved["tandem"]["freq_mixstyle_p"] == 0.5
+    assert (saved["linear"]["roll"], saved["tandem"]["roll"]) == (0.4, 0.1)
+    assert saved["tandem"]["width"] == 1  # the stage's own settings stay
+    capsys.readouterr()
+    assert main(["pipeline", *common, "--layer", str(tmp_path / "nothing")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--layer" in lines[0] and "nothing" in lines[0], lines
+
+
+@pytest.mark.parametrize("recipe", ["builtin", "dcase2022"])
+def test_shipped_layers_parse_with_every_stage(recipe: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Every shipped layer folder combines with the stages it names (the keys exist for that stage's class)."""
+    from asc.cli.pipeline import layered
+
+    folder = CONFIGS.parent / recipe
+    layers = sorted(path for path in folder.iterdir() if path.is_dir())
+    assert {path.name for path in layers} >= {"freq_mixstyle", "device_irs", "distillation"}
+    for stage in ("linear", "tandem", "feature_selection", "pruning", "qat"):
+        args = layered([folder, *layers], stage)
+        with pytest.raises(SystemExit) as printed:
+            main(["fit", *args, "--print_config"])
+        assert printed.value.code in (0, None)
+        init = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+        assert init["freq_mixstyle_p"] > 0 and init["device_ir_p"] > 0
+        assert (init["teacher"] == ["init"]) == (stage in ("feature_selection", "pruning", "qat"))

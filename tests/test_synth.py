@@ -123,11 +123,11 @@ def test_same_seed_same_bytes_for_any_worker_count_and_own_output_is_overwritten
     synthesize(first, SMALL, seed=3, workers=1, progress=False)
     synthesize(second, SMALL, seed=3, workers=2, progress=False)
     same = digests(first)
-    assert same == digests(second) and len(same) == 180 + 4 + 1  # WAVs, CSVs, marker
+    assert same == digests(second) and len(same) == 180 + 12 + 4 + 1  # WAVs, impulse responses, CSVs, marker
     synthesize(first, SMALL, seed=4, workers=1, progress=False)  # overwriting its own output is allowed
     other = digests(first)
     assert other["meta.csv"] != same["meta.csv"]
-    wavs = {name: digest for name, digest in other.items() if name.endswith(".wav")}
+    wavs = {name: digest for name, digest in other.items() if name.startswith("audio/")}
     assert len(wavs) == 180 and not set(wavs.values()) & set(same.values())  # and no stale file is left
 
 
@@ -368,3 +368,24 @@ def test_hard_conditions_keep_the_reversed_pairs(forward: str, backward: str) ->
         assert place == place_two and np.array_equal(colour, colour_two)
         reversed_events += np.abs(difference).max() > 1e-3
     assert reversed_events >= 3
+
+
+def test_synth_writes_impulse_responses_of_other_microphones(tiny: tuple[Path, dict[str, int]]) -> None:
+    """``impulse_responses/`` holds 12 responses (the built-in MicIRP) of microphones that recorded no clip;
+    through the mel filterbank they colour the bands by several dB, each differently."""
+    import soundfile
+
+    from asc.data.audio import load_impulse_responses
+    from asc.data.features import FeatureSettings, mel_log_gains
+
+    folder = tiny[0] / synth.IMPULSE_RESPONSE_DIR
+    names, responses = load_impulse_responses(folder, 44_100)
+    assert names == [f"mic{k:02d}.wav" for k in range(1, 13)]
+    assert soundfile.info(str(folder / names[0])).subtype == "PCM_24"
+    assert all(r.shape == (2048,) and np.isclose(np.abs(r).max(), 1.0, atol=1e-6) for r in responses)
+    assert not {name.removesuffix(".wav") for name in names} & set(DEVICES)
+    gains = mel_log_gains(responses, FeatureSettings()).numpy()  # (12, 256) in nat
+    inner = gains[:, 20:200]  # inside every microphone's pass band
+    shape = inner - inner.mean(axis=1, keepdims=True)
+    assert 0.3 < np.median(np.abs(shape)) < 3.0  # colouring of a few dB (1 nat = 4.3 dB in power)
+    assert np.abs(shape[0] - shape[1]).max() > 0.5

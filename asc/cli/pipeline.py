@@ -37,6 +37,9 @@ def pipeline(argv: Sequence[str]) -> int:
     parser.add_argument("--handover", choices=("last", "best"), default="last",
                         help="checkpoint each stage passes on and is tested with: the last (the report's protocol) "
                              "or the best by validation (with --data.val_split holdout: no choice sees the test split)")
+    parser.add_argument("--layer", type=Path, action="append", default=[], metavar="FOLDER",
+                        help="a folder of extra config layers (repeatable, e.g. configs/builtin/beyond/freq_mixstyle): "
+                             "its base.yaml goes to every stage and its <stage>.yaml to that stage, after the configs")
     parser.add_argument("--skip-done", action="store_true",
                         help="reuse stages whose test report exists; resume an interrupted stage from its last.ckpt")
     args, extra = parser.parse_known_args(argv)
@@ -47,13 +50,16 @@ def pipeline(argv: Sequence[str]) -> int:
     if not (args.configs / BASE).is_file():
         raise AscError(f"{args.configs / BASE}: the configs' shared layer not found")
     stages = [s for s in stages if (args.configs / f"{s}.yaml").is_file() or _missing(args.configs, s)]
+    for layer in args.layer:
+        if not layer.is_dir() or not any((layer / f"{name}.yaml").is_file() for name in ("base", *STAGES)):
+            raise AscError(f"--layer {layer}: not a folder holding base.yaml or <stage>.yaml files")
     earlier = _earlier_checkpoint(args.out, stages[0]) if stages else None
     previous = handed_over(earlier, args.handover) if earlier is not None else None
     for stage in stages:
         folder = args.out / stage
         ckpt = folder / "checkpoints" / "last.ckpt"
-        common = ["--config", str(args.configs / BASE), "--config", str(args.configs / f"{stage}.yaml"),
-                  "--data.root", args.root, "--trainer.default_root_dir", str(folder), *extra]
+        common = [*layered([args.configs, *args.layer], stage), "--data.root", args.root,
+                  "--trainer.default_root_dir", str(folder), *extra]
         link = [f"--model.init_ckpt={previous}"] if previous is not None else []
         if not (args.skip_done and (folder / "test" / "metrics.json").is_file()):
             resume = ["--ckpt_path", str(ckpt)] if args.skip_done and ckpt.is_file() else []
@@ -65,6 +71,12 @@ def pipeline(argv: Sequence[str]) -> int:
         previous = handed_over(ckpt, args.handover)
     print(write_summary(args.out, stages))
     return 0
+
+
+def layered(folders: Sequence[Path], stage: str) -> list[str]:
+    """``--config`` for each folder's base.yaml and <stage>.yaml that exist, in order: later layers win."""
+    files = [folder / name for folder in folders for name in (BASE, f"{stage}.yaml")]
+    return [arg for path in files if path.is_file() for arg in ("--config", str(path))]
 
 
 def handed_over(last: Path, handover: str) -> Path:

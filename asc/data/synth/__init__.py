@@ -29,7 +29,7 @@ from asc.data.synth.planning import (
     plan,
 )
 from asc.data.synth.scenes import N_SAMPLES, RECIPES, REVERSED_PAIRS
-from asc.data.synth.writer import GENERATOR_VERSION, MARKER_FILE, synthesize
+from asc.data.synth.writer import GENERATOR_VERSION, IMPULSE_RESPONSE_DIR, MARKER_FILE, synthesize
 
 __all__ = [
     "CITIES",
@@ -37,6 +37,7 @@ __all__ = [
     "FIRST_LOCATION_ID",
     "FIRST_SEGMENT_ID",
     "GENERATOR_VERSION",
+    "IMPULSE_RESPONSE_DIR",
     "MARKER_FILE",
     "MAX_SLICES",
     "N_SAMPLES",

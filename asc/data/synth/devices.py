@@ -118,6 +118,29 @@ def _simulate(a_spectrum: np.ndarray, a_rms: float, device: _Device, rng: np.ran
     return x * (a_rms * 10.0 ** (device.gain_db / 20.0) / _rms(x))
 
 
+#: Other microphones than the dataset's, whose responses ``asc synth`` writes for the device impulse response
+#: augmentation (the built-in set's analogue of MicIRP): none of them records any clip, so an augmentation
+#: with them never leaks the unseen devices s4-s6.
+IMPULSE_RESPONSE_DEVICES = tuple(f"mic{k:02d}" for k in range(1, 13))
+_IR_SAMPLES = 2048  # 46 ms: longer than the 8-ms tails of s1-s6; resolves 21.5 Hz
+
+
+def impulse_response(seed: int, name: str, conditions: Conditions = PLAIN) -> np.ndarray:
+    """The impulse response of a microphone drawn like the simulated devices (same strength of colouring,
+    band limits and an 8-ms enclosure tail), as ``_IR_SAMPLES`` float samples peaking at 1.
+
+    The full-resolution response is made causal by centring its zero-phase impulse response, then shortened
+    with a Hann window (the response's smooth magnitude survives; the window only smooths it further).
+    """
+    device = _device(seed, name, colour=conditions.device_colour)
+    n = int(0.008 * SAMPLE_RATE)
+    tail = 0.1 * _rng(seed, f"impulse/{name}").standard_normal(n) * np.exp(-np.arange(n) / (0.0015 * SAMPLE_RATE))
+    tail[0] = 1.0
+    full = np.fft.irfft(device.response * np.fft.rfft(tail, n=N_SAMPLES), n=N_SAMPLES)
+    out = np.roll(full, _IR_SAMPLES // 2)[:_IR_SAMPLES] * np.hanning(_IR_SAMPLES)
+    return out / np.abs(out).max()
+
+
 def render_recording(
     seed: int, clip: ClipName, devices: Sequence[str], conditions: Conditions = PLAIN
 ) -> dict[str, np.ndarray]:

@@ -18,12 +18,14 @@ from tqdm.auto import tqdm
 
 from asc.data.layout import AUDIO_DIR, FOLD_COLUMNS, FOLD_FILES, META_COLUMNS, META_FILE, SAMPLE_RATE, ClipName
 from asc.data.synth.conditions import Conditions
-from asc.data.synth.devices import render_recording
+from asc.data.synth.devices import IMPULSE_RESPONSE_DEVICES, impulse_response, render_recording
 from asc.data.synth.planning import SPLITS, SynthRow, SynthSpec, plan
 from asc.errors import AscError
 
 #: Written first into a dataset root; lets ``synthesize`` overwrite its own output but nothing else.
 MARKER_FILE = ".asc_synth.json"
+#: Impulse responses of other microphones (``devices.IMPULSE_RESPONSE_DEVICES``), for ``model.device_irs``.
+IMPULSE_RESPONSE_DIR = "impulse_responses"
 GENERATOR_VERSION = 1
 _GENERATOR = "asc.data.synth"
 
@@ -125,6 +127,16 @@ def _remove_stale_audio(root: Path, rows: Sequence[SynthRow]) -> None:
             path.unlink()
 
 
+def _write_impulse_responses(root: Path, spec: SynthSpec, seed: int) -> None:
+    """``impulse_responses/mic01.wav`` ...: responses of microphones that recorded nothing (24-bit PCM like the
+    clips: libsndfile stamps float WAVs with the time of writing, which would break same-seed-same-bytes)."""
+    folder = root / IMPULSE_RESPONSE_DIR
+    folder.mkdir(exist_ok=True)
+    for name in IMPULSE_RESPONSE_DEVICES:
+        response = impulse_response(seed, name, spec.conditions) * _PEAK
+        soundfile.write(str(folder / f"{name}.wav"), response, SAMPLE_RATE, subtype="PCM_24")
+
+
 def _write_csvs(root: Path, rows: Sequence[SynthRow]) -> dict[str, int]:
     """The fold files, then meta.csv; returns the clip counts per file."""
     folds = {split: [r for r in rows if r.split == split] for split in SPLITS}
@@ -155,6 +167,7 @@ def synthesize(
     written = sum(_run_jobs(jobs, len(rows), max(1, int(workers)), progress))
     if written != len(rows):
         raise AscError(f"{root}: wrote {written} of {len(rows)} planned clips")
+    _write_impulse_responses(root, spec, seed)
     counts = _write_csvs(root, rows)
     _write_marker(root, spec, seed, complete=True)
     return counts
