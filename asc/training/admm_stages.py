@@ -12,6 +12,7 @@ constraint is applied (``compress``).
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ REPORT_PRUNED = {"params": 127_840, "macs": 17_383_000}
 Constraint = tuple[list[Tensor], Projection, dict[str, Any]]
 
 
-class ADMMStage(SceneModule):
+class ADMMStage(SceneModule, ABC):
     """Shared ADMM machinery. Subclasses define ``constraint()`` (the constrained tensors, their
     projection and what a resumed run needs to rebuild it), ``compress()`` (apply the constraint
     physically) and ``compression_details()``.
@@ -85,9 +86,9 @@ class ADMMStage(SceneModule):
                            f"(the ADMM update epochs and the phase change); add it to the config")
 
     # ------------------------------------------------------------- phases
+    @abstractmethod
     def constraint(self, resumed: dict[str, Any] | None) -> Constraint:
         """(tensors, projection, state): ``state`` is what a resumed run passes back as ``resumed``."""
-        raise NotImplementedError
 
     def finish_admm(self, admm: ADMM, state: dict[str, Any]) -> None:
         """Phase 3 begins: apply the hard constraint (``admm``'s auxiliaries Z, the constraint's ``state``)
@@ -103,8 +104,9 @@ class ADMMStage(SceneModule):
         say(f"{type(self).__name__}: {before.params:,} params / {before.macs / 1e6:.3f} MMACs -> "
             f"{after.params:,} params / {after.macs / 1e6:.3f} MMACs")
 
+    @abstractmethod
     def compress(self, admm: ADMM, state: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Apply the hard constraint to the network and remove what it zeroes (each stage its own way)."""
 
     def compression_details(self) -> dict[str, Any]:
         return {}

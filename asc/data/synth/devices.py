@@ -55,11 +55,8 @@ def _device(seed: int, name: str, colour: float = 1.0, noise_db: float = 0.0) ->
     magnitude /= np.sqrt(1.0 + (_FREQS / low_pass) ** 4)
     response = magnitude.astype(np.complex128)
     simulated = name in _SIMULATED
-    if simulated:  # a short room/enclosure impulse response: direct path plus a decaying noise tail
-        n = int(0.008 * SAMPLE_RATE)
-        impulse = 0.1 * rng.standard_normal(n) * np.exp(-np.arange(n) / (0.0015 * SAMPLE_RATE))
-        impulse[0] = 1.0
-        response *= np.fft.rfft(impulse, n=N_SAMPLES)
+    if simulated:
+        response *= np.fft.rfft(_enclosure(rng), n=N_SAMPLES)
     return _Device(
         response=response,
         gain_db=0.0 if name == "a" else float(rng.uniform(-4.0, 4.0)),
@@ -68,6 +65,14 @@ def _device(seed: int, name: str, colour: float = 1.0, noise_db: float = 0.0) ->
         threshold_db=float(rng.uniform(-3.0, 6.0)) if simulated else 0.0,
         ratio=float(rng.uniform(2.0, 6.0)) if simulated else 1.0,
     )
+
+
+def _enclosure(rng: np.random.Generator) -> np.ndarray:
+    """A short room/enclosure impulse response (8 ms): the direct path plus a decaying noise tail."""
+    n = int(0.008 * SAMPLE_RATE)
+    impulse = 0.1 * rng.standard_normal(n) * np.exp(-np.arange(n) / (0.0015 * SAMPLE_RATE))
+    impulse[0] = 1.0
+    return impulse
 
 
 def _noise_gain(level_db: float, tilt_db: float) -> np.ndarray:
@@ -133,9 +138,7 @@ def impulse_response(seed: int, name: str, conditions: Conditions = PLAIN) -> np
     with a Hann window (the response's smooth magnitude survives; the window only smooths it further).
     """
     device = _device(seed, name, colour=conditions.device_colour)
-    n = int(0.008 * SAMPLE_RATE)
-    tail = 0.1 * _rng(seed, f"impulse/{name}").standard_normal(n) * np.exp(-np.arange(n) / (0.0015 * SAMPLE_RATE))
-    tail[0] = 1.0
+    tail = _enclosure(_rng(seed, f"impulse/{name}"))
     full = np.fft.irfft(device.response * np.fft.rfft(tail, n=N_SAMPLES), n=N_SAMPLES)
     out = np.roll(full, _IR_SAMPLES // 2)[:_IR_SAMPLES] * np.hanning(_IR_SAMPLES)
     return out / np.abs(out).max()
