@@ -1,5 +1,6 @@
 """``asc export``: the deployable network as ONNX (Q/DQ int8 for a QAT checkpoint), verified in
-onnxruntime, with a JSON sidecar describing the front end; optionally a TensorRT engine."""
+onnxruntime, with a JSON sidecar describing the front end; optionally a TensorRT engine and, for a QAT
+checkpoint, the CPU int8 form that onnxruntime runs with integer kernels (``--cpu_out``)."""
 
 from __future__ import annotations
 
@@ -93,16 +94,22 @@ def export(argv: Sequence[str]) -> int:
     parser.add_argument("--ckpt_path", required=True)
     parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
     parser.add_argument("--engine", type=Path, default=None, help="also build a TensorRT engine (.plan)")
+    parser.add_argument("--cpu_out", type=Path, default=None,
+                        help="also write the CPU int8 form of a QAT checkpoint (.onnx, integer kernels in onnxruntime)")
     parser.add_argument("--data.root", dest="root", default=None,
                         help="verify on this dataset's evaluate split (default: on random log-mels)")
     args = parser.parse_args(argv)
     if not args.out.parent.is_dir():
         raise AscError(f"--out: folder {args.out.parent} does not exist")
+    check_cpu_out(args.cpu_out, args.out)
     checkpoint = read_checkpoint(args.ckpt_path)
     features = saved_features(checkpoint, args.ckpt_path)
     model = model_from_checkpoint(checkpoint)
     shape = (model.n_mels, features.n_frames)
     complexity = count_complexity(model, features.n_frames, bits=checkpoint[ASC_KEY].get("bits", 32)).as_dict()
+    if args.cpu_out is not None and not quantization.is_quantized(model):
+        raise AscError(f"--cpu_out: {args.ckpt_path} is a float checkpoint; the CPU int8 form needs a QAT checkpoint "
+                       f"(--out alone writes float ONNX)")
     if not quantization.is_quantized(model):
         warnings.warn(f"{args.ckpt_path} is a float checkpoint: exporting plain float ONNX without Q/DQ nodes",
                       stacklevel=1)
@@ -111,28 +118,52 @@ def export(argv: Sequence[str]) -> int:
     bands = checkpoint[ASC_KEY]["architecture"].get("bands")
     sidecar.write_text(json.dumps(front_end(features, bands, complexity), indent=2))
     summary = quantization.onnx_qdq_summary(args.out)
-    agreement = verify(model, args.out, shape, args.root, features)
+    paths = [args.out] if args.cpu_out is None else [args.out, args.cpu_out]
+    if args.cpu_out is not None:
+        from asc.compress.cpu_int8 import export_onnx_cpu
+
+        export_onnx_cpu(model, torch.zeros(1, 1, *shape), args.cpu_out)
+    agreement, *cpu = verify_all(model, paths, shape, args.root, features)
     print(f"ONNX written to {args.out.resolve()} (front end: {sidecar.resolve()})")
     print(f"  Q/DQ: {summary}")
     print(f"  {agreement}")
     if not agreement.correct:
         raise AscError(f"{args.out}: onnxruntime does not reproduce PyTorch: {agreement}")
+    if cpu:
+        print(f"CPU int8 ONNX written to {args.cpu_out.resolve()}: {cpu[0]}")
+        if not cpu[0].correct:
+            raise AscError(f"{args.cpu_out}: the CPU int8 form does not reproduce PyTorch: {cpu[0]}")
     if args.engine is not None:
         build_engine(args.out, args.engine, *shape)
     return 0
 
 
+def check_cpu_out(cpu_out: Path | None, out: Path) -> None:
+    """Refuse a ``--cpu_out`` that cannot be written or would overwrite ``--out``, before any work."""
+    if cpu_out is None:
+        return
+    if not cpu_out.parent.is_dir():
+        raise AscError(f"--cpu_out: folder {cpu_out.parent} does not exist")
+    if cpu_out.resolve() == out.resolve():
+        raise AscError(f"--cpu_out: {cpu_out} is also --out; give the CPU int8 form its own file")
+
+
 def verify(model, path: Path, shape: tuple[int, int], root: str | None, features: FeatureSettings) -> Agreement:
     """onnxruntime against PyTorch on full log-mels: the evaluate split with ``root``, else random ones."""
+    return verify_all(model, [path], shape, root, features)[0]
+
+
+def verify_all(model, paths: Sequence[Path], shape: tuple[int, int], root: str | None,
+               features: FeatureSettings) -> list[Agreement]:
+    """:func:`verify` for several exports of one model, on the same inputs and PyTorch logits."""
     from asc.compress import quantization
 
     inputs = list(_evaluate_batches(root, features)) if root else [torch.randn(256, 1, *shape) * 3]
-    references, ours = [], []
     with torch.no_grad():
-        for x in inputs:
-            references.append(model(x).numpy())
-            ours.append(quantization.run_onnx(path, x.numpy().astype(np.float32)))
-    return compare(np.concatenate(references), np.concatenate(ours), quantization.is_quantized(model))
+        references = np.concatenate([model(x).numpy() for x in inputs])
+    quantized = quantization.is_quantized(model)
+    return [compare(references, np.concatenate([quantization.run_onnx(path, x.numpy().astype(np.float32))
+                                                for x in inputs]), quantized) for path in paths]
 
 
 def _evaluate_batches(root: str, features: FeatureSettings):

@@ -1,0 +1,359 @@
+"""A CPU int8 deployment form of a QAT model: ONNX that onnxruntime runs with integer kernels (issue 13 §2).
+
+The TensorRT Q/DQ export (:func:`asc.compress.quantization.export_onnx`) is slower than float in
+onnxruntime on a CPU: ORT runs its Q/DQ pairs as quantize-dequantize passes around float kernels. This
+module writes the QAT model's arithmetic node by node instead, from its weights and its quantizers'
+ranges (``amax``), so nothing is calibrated and every quantizer rounds and clamps as in PyTorch:
+
+* a transition block's 1x1 conv (about 70 % of the multiply-adds) is one ``QLinearConv``: batch norm
+  folds into its per-channel weight scales and int32 bias, its uint8 output with zero-point 0 is the
+  ReLU, a ``Clip`` at 127 is the int8 bound, and the result is the frequency conv's quantized input.
+  Run as a float conv instead, the whole network was about 10 % slower;
+* the other convs run as float convs on the dequantized int8 codes (the same products and sums as
+  QAT's fake quantization): ORT's ``ConvInteger`` loops over depthwise groups one by one and was 2x
+  slower than its float depthwise conv, and for the one-channel 5x5 input conv it needed three more
+  passes over the largest activation (dequantize, shift, ReLU) than the fused float conv;
+* what QAT computes in float stays float: ResNorm, SubSpectralNorm, the residual sums, SiLU, pooling,
+  and the moments of the linear branch. ORT has no integer kernels for them and this element-wise
+  work is most of the CPU time of this network, so it is written in the forms ORT runs fastest:
+  statistics over a ``(batch, channels, freq*time)`` view, broadcasts over long contiguous rows, ReLU
+  after max-pooling, no shape arithmetic at run time;
+* channel counts are padded with zero channels to multiples of :data:`LANES`, so ORT's blocked
+  (NCHWc) float convolutions take the pruned widths (67, 93, 109: 2-8x faster); padded channels stay 0
+  because every block input is a ReLU output (see :func:`_block`);
+* the head's 1x1 conv runs after the global average (they commute) as a float Gemm on the quantized,
+  dequantized activations; so does the linear classifier (10 x 5F weights).
+
+Codes are uint8 with zero-point 128, the int8 symmetric grid (activations and weights): on x86 CPUs
+without VNNI (AVX2) ORT's u8s8 kernels saturate int16 pair sums, and int8 weights gave results off by
+up to 172 steps; u8u8 is exact on every CPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from asc.compress.quantization import INPUT_NAME, ONNX_OPSET, OUTPUT_NAME, check_calibrated
+from asc.errors import AscError
+
+#: Zero-point that puts int8 symmetric codes on uint8 (activations and weights).
+ZERO = 128
+#: Channel counts are padded to multiples of this (the AVX2 NCHWc block of ORT's float convolutions).
+LANES = 8
+
+
+class _Graph:
+    """Nodes and constants of the graph being built; every op output gets a fresh name."""
+
+    def __init__(self) -> None:
+        self.nodes: list = []
+        self.constants: list = []
+        self.count = 0
+
+    def _name(self, hint: str) -> str:
+        self.count += 1
+        return f"{hint}_{self.count}"
+
+    def const(self, value, dtype=np.float32) -> str:
+        from onnx import numpy_helper
+
+        name = self._name("c")
+        self.constants.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
+    def shape(self, *dims: int) -> str:
+        return self.const(dims, np.int64)
+
+    def op(self, op_type: str, *inputs: str, outputs: int = 1, **attributes):
+        from onnx import helper
+
+        names = [self._name(op_type) for _ in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), names, name=names[0], **attributes))
+        return names[0] if outputs == 1 else names
+
+
+def _lanes(channels: int) -> int:
+    return -(-channels // LANES) * LANES
+
+
+def _pad(array: np.ndarray, size: int, axis: int = 0, value: float = 0.0) -> np.ndarray:
+    """``array`` extended along ``axis`` to ``size`` with ``value`` (weights and scales of padded channels)."""
+    widths = [(0, 0)] * array.ndim
+    widths[axis] = (0, size - array.shape[axis])
+    return np.pad(array, widths, constant_values=value)
+
+
+def _array(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().double().numpy()
+
+
+def _input_scale(layer: nn.Module) -> float:
+    """The step of a layer's int8 input quantizer (symmetric: amax / 127)."""
+    return float(layer.input_quantizer.amax) / 127
+
+
+def _weight_codes(layer: nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    """The layer's int8 weight codes (as modelopt rounds and clamps them) and per-output-channel steps."""
+    step = _array(layer.weight_quantizer.amax).reshape(-1) / 127
+    weight = _array(layer.weight)
+    codes = np.clip(np.round(weight / step.reshape(-1, *[1] * (weight.ndim - 1))), -128, 127)
+    return codes, step
+
+
+def _batch_norm(bn: nn.Module | None, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Eval-mode batch norm as ``scale * x + shift`` per channel (identity for None)."""
+    if bn is None:
+        return np.ones(channels), np.zeros(channels)
+    scale = 1 / np.sqrt(_array(bn.running_var) + bn.eps)
+    if bn.affine:
+        scale = scale * _array(bn.weight)
+    shift = -_array(bn.running_mean) * scale + (_array(bn.bias) if bn.affine else 0)
+    return scale, shift
+
+
+def _quantize(g: _Graph, x: str, layer: nn.Module) -> str:
+    """``layer``'s input quantizer: uint8 codes with zero-point 128 (int8 symmetric, also its clamp)."""
+    return g.op("QuantizeLinear", x, g.const(_input_scale(layer)), g.const(ZERO, np.uint8))
+
+
+def _conv_attributes(conv: nn.Conv2d, groups: int) -> dict:
+    return {"kernel_shape": list(conv.kernel_size), "strides": list(conv.stride), "pads": list(conv.padding) * 2,
+            "dilations": list(conv.dilation), "group": groups}
+
+
+def _folded(conv: nn.Conv2d, bn: nn.Module | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weight codes, per-channel steps with batch norm folded in (exact: a per-channel factor), shift."""
+    codes, step = _weight_codes(conv)
+    scale, shift = _batch_norm(bn, conv.out_channels)
+    if conv.bias is not None:
+        shift = shift + _array(conv.bias) * scale
+    return codes, step * scale, shift
+
+
+def _conv_float(g: _Graph, xq: str, conv: nn.Conv2d, bn: nn.Module | None = None, input_zero: int = ZERO,
+                padded_input: bool = True) -> str:
+    """``bn(conv(x))`` as a float conv on the dequantized codes, channels padded to :data:`LANES`.
+
+    ``padded_input=False`` for the input conv, whose input is the one-channel log-mel.
+    """
+    codes, step, shift = _folded(conv, bn)
+    out, depthwise = _lanes(conv.out_channels), conv.groups > 1
+    weight = _pad(codes * step.reshape(-1, 1, 1, 1), out)
+    if padded_input and not depthwise:
+        weight = _pad(weight, _lanes(conv.in_channels), axis=1)
+    x = g.op("DequantizeLinear", xq, g.const(_input_scale(conv)), g.const(input_zero, np.uint8))
+    groups = out if depthwise else 1
+    return g.op("Conv", x, g.const(weight), g.const(_pad(shift, out)), **_conv_attributes(conv, groups))
+
+
+def _conv_requantized(g: _Graph, xq: str, conv: nn.Conv2d, bn: nn.Module, consumer: nn.Module) -> str:
+    """``consumer``'s quantized input ``Q(relu(bn(conv(x))))`` as one QLinearConv, exact to QAT's rounding.
+
+    The uint8 output with zero-point 0 saturates negatives (the ReLU); the Clip is the int8 bound.
+    """
+    codes, step, shift = _folded(conv, bn)
+    out = _lanes(conv.out_channels)
+    x_scale = _input_scale(conv)
+    codes = _pad(_pad(codes, out), _lanes(conv.in_channels), axis=1)
+    bias = _pad(np.round(shift / (x_scale * step)), out)
+    if np.abs(bias).max() >= 2**31:
+        raise AscError(f"a {conv.in_channels}->{conv.out_channels} channel conv has a batch-norm scale near 0: "
+                       "its shift does not fit the int32 bias of QLinearConv")
+    zero = g.const(0, np.uint8)
+    result = g.op("QLinearConv", xq, g.const(x_scale), g.const(ZERO, np.uint8), g.const(codes + ZERO, np.uint8),
+                  g.const(_pad(step, out, value=1.0)), g.const(np.full(out, ZERO), np.uint8),
+                  g.const(_input_scale(consumer)), zero, g.const(bias, np.int32), **_conv_attributes(conv, 1))
+    return g.op("Clip", result, zero, g.const(127, np.uint8))
+
+
+def _resnorm(g: _Graph, x: str, norm: nn.Module, channels: int, freq: int, frames: int) -> str:
+    """ResNorm ``lam*x + (x - mean) / std`` over channels and time, as ``x * a - b`` per (clip, band).
+
+    Mean and mean square come from reductions over the channel axis of a ``(B, C, F*T)`` view (ORT's
+    fast path; reducing axes 1 and 3 at once is about 4x slower), then over time on a C-times smaller
+    tensor, rescaled from the padded to the real channel count; ``a`` and ``b`` are expanded over time
+    so the final multiply-add broadcasts over long rows. The variance is ``E[x²] - E[x]²`` (clamped
+    at 0): block inputs are ReLU outputs of moderate size.
+    """
+    if norm.channel_mask is not None:
+        raise AscError("the model still holds pruning masks: export the physically pruned checkpoint")
+    padded = _lanes(channels)
+    flat = g.op("Reshape", x, g.shape(0, padded, freq * frames))
+    sums = g.op("Concat", g.op("ReduceMean", flat, axes=[1]),
+                g.op("ReduceMean", g.op("Mul", flat, flat), axes=[1]), axis=1)
+    sums = g.op("ReduceMean", g.op("Reshape", sums, g.shape(0, 2, freq, frames)), axes=[3])
+    mean, square = g.op("Split", g.op("Mul", sums, g.const(padded / channels)), axis=1, outputs=2)
+    variance = g.op("Max", g.op("Sub", square, g.op("Mul", mean, mean)), g.const(0.0))
+    inverse = g.op("Pow", g.op("Add", variance, g.const(norm.eps)), g.const(-0.5))
+    both = g.op("Concat", g.op("Add", inverse, g.const(norm.lam)), g.op("Mul", mean, inverse), axis=1)
+    both = g.op("Reshape", g.op("Expand", both, g.shape(1, 1, 1, frames)), g.shape(0, 2, freq * frames))
+    a, b = g.op("Split", both, axis=1, outputs=2)
+    return g.op("Reshape", g.op("Sub", g.op("Mul", flat, a), b), g.shape(0, padded, freq, frames))
+
+
+def _resnorm_two_pass(g: _Graph, x: str, norm: nn.Module) -> str:
+    """ResNorm as PyTorch computes it, for the network's one-channel input, whose statistics are over time
+    alone (the fast innermost-axis reduction): raw log-mels have a large mean (about -5) and near-constant
+    bands, where ``E[x²] - E[x]²`` would cancel to noise."""
+    centred = g.op("Sub", x, g.op("ReduceMean", x, axes=[3]))
+    variance = g.op("ReduceMean", g.op("Mul", centred, centred), axes=[3])
+    inverse = g.op("Pow", g.op("Add", variance, g.const(norm.eps)), g.const(-0.5))
+    return g.op("Add", g.op("Mul", x, g.const(norm.lam)), g.op("Mul", centred, inverse))
+
+
+def _block(g: _Graph, h: str, block: nn.Module, freq: int, frames: int, relu: bool) -> str:
+    """One BC-ResNet block; ``relu=False`` leaves the final ReLU to after the max-pooling that follows.
+
+    Padded channels stay 0: their weights, batch norms and shifts are 0, and ResNorm maps a zero input
+    channel to ``-mean/std`` of the block input, which is <= 0 as the input is a ReLU output, so the
+    block's ReLU (before or after max-pooling) zeroes it again.
+    """
+    channels = block.freq_dw.out_channels
+    in_channels = block.pointwise_in.in_channels if block.transition else channels
+    y = _resnorm(g, h, block.resnorm, in_channels, freq, frames)
+    if block.transition:
+        codes = _conv_requantized(g, _quantize(g, y, block.pointwise_in), block.pointwise_in, block.bn_in,
+                                  block.freq_dw)
+        aux = _conv_float(g, codes, block.freq_dw, input_zero=0)
+    else:
+        aux = _conv_float(g, _quantize(g, y, block.freq_dw), block.freq_dw)
+    aux = _subspectral(g, aux, block.ssn, channels, freq, frames)
+    temporal = g.op("ReduceMean", aux, axes=[2])
+    temporal = _conv_float(g, _quantize(g, temporal, block.time_dw), block.time_dw, block.bn_time)
+    temporal = g.op("Mul", temporal, g.op("Sigmoid", temporal))
+    temporal = _conv_float(g, _quantize(g, temporal, block.pointwise), block.pointwise)
+    temporal = g.op("Expand", temporal, g.shape(1, 1, freq, 1))  # Sum broadcasting it is slower
+    out = g.op("Sum", aux, temporal, *([] if block.transition else [y]))
+    return g.op("Relu", out) if relu else out
+
+
+def _subspectral(g: _Graph, x: str, ssn: nn.Module, channels: int, freq: int, frames: int) -> str:
+    """SubSpectralNorm: batch norm on a view with (channel, sub-band) rows; padded rows map to 0."""
+    bands, bn = ssn.sub_bands, ssn.bn
+    rows = _lanes(channels) * bands
+    parameters = [_pad(_array(bn.weight), rows), _pad(_array(bn.bias), rows), _pad(_array(bn.running_mean), rows),
+                  _pad(_array(bn.running_var), rows, value=1.0)]
+    view = g.op("Reshape", x, g.shape(0, rows, freq // bands, frames))
+    out = g.op("BatchNormalization", view, *[g.const(p) for p in parameters], epsilon=bn.eps)
+    return g.op("Reshape", out, g.shape(0, _lanes(channels), freq, frames))
+
+
+def _bcresnet(g: _Graph, x: str, cnn: nn.Module, frames: int) -> str:
+    """BC-ResNet from ``(B, 1, n_bands, T)`` log-mels to logits."""
+    from asc.models.bcresnet import stage_frequencies
+
+    y = _resnorm_two_pass(g, x, cnn.input_norm)
+    h = g.op("Relu", _conv_float(g, _quantize(g, y, cnn.input_conv), cnn.input_conv, cnn.input_bn, padded_input=False))
+    frames = (frames - 1) // 2 + 1  # the input conv: kernel 5, stride 2, padding 2
+    for stage, freq in zip(cnn.stages, stage_frequencies(cnn.n_bands), strict=True):
+        layers = list(stage)
+        for index, layer in enumerate(layers):
+            if isinstance(layer, nn.MaxPool2d):  # ReLU commutes with it: applied on the 4x smaller output
+                h = g.op("Relu", g.op("MaxPool", h, kernel_shape=[2, 2], strides=[2, 2]))
+                frames //= 2
+            else:
+                pooled = index + 1 < len(layers) and isinstance(layers[index + 1], nn.MaxPool2d)
+                h = _block(g, h, layer, freq, frames, relu=not pooled)
+    head = cnn.head
+    pooled = g.op("ReduceMean", g.op("DequantizeLinear", _quantize(g, h, head), g.const(_input_scale(head)),
+                                     g.const(ZERO, np.uint8)), axes=[2, 3], keepdims=0)
+    return _gemm(g, pooled, head, _lanes(head.in_channels))
+
+
+def _gemm(g: _Graph, x: str, layer: nn.Module, inputs: int) -> str:
+    """A float Gemm with the layer's dequantized weights (the head's 1x1 conv or a linear layer)."""
+    codes, step = _weight_codes(layer)
+    weight = _pad(codes.reshape(len(step), -1) * step[:, None], inputs, axis=1)
+    return g.op("Gemm", x, g.const(weight), g.const(_array(layer.bias)), transB=1)
+
+
+def _moments_linear(g: _Graph, x: str, linear: nn.Module) -> str:
+    """The linear model: moments over time (float), moment batch norm, quantized input, float Gemm."""
+    from asc.data.features import MOMENT_NAMES
+
+    if len(MOMENT_NAMES) != 5:
+        raise AscError(f"the CPU int8 export knows 5 moments, the model uses {len(MOMENT_NAMES)}")
+    rows = g.op("Squeeze", x, g.shape(1))
+    mean = g.op("ReduceMean", rows, axes=[2])
+    centred = g.op("Sub", rows, mean)
+    variance = g.op("ReduceMean", g.op("Mul", centred, centred), axes=[2])
+    inverse = g.op("Pow", g.op("Add", variance, g.const(1e-6)), g.const(-0.5))  # features.moments' eps
+    standard = g.op("Mul", centred, inverse)
+    square = g.op("Mul", standard, standard)
+    fourth = g.op("Mul", square, square)
+    higher = [g.op("ReduceMean", g.op("Mul", square, standard), axes=[2]), g.op("ReduceMean", fourth, axes=[2]),
+              g.op("ReduceMean", g.op("Mul", fourth, standard), axes=[2])]
+    features = g.op("Squeeze", g.op("Concat", mean, variance, *higher, axis=1), g.shape(2))
+    scale, shift = _batch_norm(linear.moment_norm, linear.n_features)
+    features = g.op("Add", g.op("Mul", features, g.const(scale)), g.const(shift))
+    classifier = linear.classifier
+    features = g.op("DequantizeLinear", _quantize(g, features, classifier), g.const(_input_scale(classifier)),
+                    g.const(ZERO, np.uint8))
+    return _gemm(g, features, classifier, linear.n_features)
+
+
+def _network(g: _Graph, x: str, model: nn.Module, frames: int) -> str:
+    """The logits of a tandem, a BC-ResNet or a linear model."""
+    from asc.models import BCResNet, MomentsLinear, Tandem
+
+    if isinstance(model, Tandem):
+        if model.input_bands.index is not None:
+            x = g.op("Gather", x, g.const(model.input_bands.index.cpu().numpy(), np.int64), axis=2)
+        return g.op("Add", _moments_linear(g, x, model.linear), _bcresnet(g, x, model.cnn, frames))
+    if isinstance(model, BCResNet):
+        return _bcresnet(g, x, model, frames)
+    if isinstance(model, MomentsLinear):
+        return _moments_linear(g, x, model)
+    raise AscError(f"the CPU int8 export knows tandem, bcresnet and linear models, not {type(model).__name__}")
+
+
+def export_onnx_cpu(
+    model: nn.Module, example: torch.Tensor, path: Path, calibration: torch.Tensor | None = None
+) -> None:
+    """Write the CPU int8 form of the QAT ``model`` as ONNX (opset 17, dynamic batch) to ``path``.
+
+    Input, output and batch axis are those of :func:`~asc.compress.quantization.export_onnx`;
+    ``example`` fixes the log-mel size ``(1, 1, n_mels, frames)``. ``calibration`` is accepted for a
+    uniform interface and not used: every scale comes from the QAT quantizers' ranges, and what QAT
+    computes in float stays float, so there is nothing left to calibrate.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    del calibration
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise AscError(f"{path}: folder {path.parent} does not exist")
+    check_calibrated(model)
+    _check_every_layer_quantized(model)
+    _, _, n_mels, frames = example.shape
+    g = _Graph()
+    logits = _network(g, INPUT_NAME, model, frames)
+    g.nodes.append(helper.make_node("Identity", [logits], [OUTPUT_NAME], name=OUTPUT_NAME))
+    graph = helper.make_graph(
+        g.nodes, "asc_cpu_int8",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 1, n_mels, frames])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", _classes(model)])], g.constants,
+    )
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], producer_name="asc")
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+
+
+def _classes(model: nn.Module) -> int:
+    last = model.linear.classifier if hasattr(model, "linear") else getattr(model, "classifier", None)
+    return last.out_features if last is not None else model.head.out_channels
+
+
+def _check_every_layer_quantized(model: nn.Module) -> None:
+    """The integer form needs input and weight ranges on every conv and linear layer."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            quantizers = [getattr(module, kind, None) for kind in ("input_quantizer", "weight_quantizer")]
+            if not all(q is not None and q.is_enabled and q.amax is not None for q in quantizers):
+                raise AscError(f"layer {name} has no enabled input and weight quantizers: "
+                               "the CPU int8 export needs a fully quantized (QAT) model")

@@ -1,0 +1,136 @@
+"""The CPU int8 form (asc.compress.cpu_int8): integer kernels in onnxruntime, agreement with the QAT model
+through the export gate, refusals, and ``asc export --cpu_out``. Tiny models from test_quantization."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from asc.cli.export import compare
+from asc.cli.main import main
+from asc.compress import quantization
+from asc.compress.cpu_int8 import export_onnx_cpu
+from asc.data.features import FeatureSettings
+from asc.errors import AscError
+from asc.training.checkpoints import network_checkpoint
+from tests.test_cli import _error
+from tests.test_quantization import N_BANDS, N_FRAMES, calibrate, inputs, one_thread, tandem  # noqa: F401
+
+EXAMPLE = torch.zeros(1, 1, N_BANDS, N_FRAMES)
+
+
+@pytest.fixture(scope="module")
+def qat() -> nn.Module:
+    """A calibrated tiny tandem (widths 20, 10, 15, 20, 25: every stage is padded to 8 channels)."""
+    return calibrate(tandem()).eval()
+
+
+def optimized_graph(path: Path, folder: Path) -> onnx.GraphProto:
+    """The graph onnxruntime runs after its optimizations (ORT_ENABLE_EXTENDED: no NCHWc-specific nodes)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(folder / "optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return onnx.load(options.optimized_model_filepath).graph
+
+
+def test_transition_convs_run_as_qlinearconv_with_uint8_weights(qat: nn.Module, tmp_path: Path) -> None:
+    """One integer conv per transition block survives ORT's optimizer, with uint8 weights and zero-point 128:
+    int8 weights would take ORT's u8s8 kernels, which saturate on CPUs without VNNI."""
+    path = tmp_path / "cpu.onnx"
+    export_onnx_cpu(qat, EXAMPLE, path)
+    graph = optimized_graph(path, tmp_path)
+    integer = [node for node in graph.node if node.op_type == "QLinearConv"]
+    transitions = sum(block.transition for block in qat.cnn.modules() if hasattr(block, "transition"))
+    assert len(integer) == transitions == 4
+    constants = {init.name: onnx.numpy_helper.to_array(init) for init in onnx.load(str(path)).graph.initializer}
+    written = [node for node in onnx.load(str(path)).graph.node if node.op_type == "QLinearConv"]
+    for node in written:
+        weights, zero = constants[node.input[3]], constants[node.input[5]]
+        assert weights.dtype == np.uint8 and zero.dtype == np.uint8 and (zero == 128).all()
+        assert weights.shape[0] % 8 == 0, "output channels are padded to the NCHWc block"
+    assert not any(node.op_type in ("QuantizeLinear", "DequantizeLinear") and node.input[0] in constants
+                   for node in graph.node), "weights are stored as codes, not quantized at run time"
+
+
+def test_cpu_form_passes_the_export_gate_and_keeps_the_interface(qat: nn.Module, tmp_path: Path) -> None:
+    path = tmp_path / "cpu.onnx"
+    export_onnx_cpu(qat, EXAMPLE, path, calibration=inputs(8, 3))
+    session = quantization.onnx_session(path)
+    assert [i.name for i in session.get_inputs()] == [quantization.INPUT_NAME]
+    assert [o.name for o in session.get_outputs()] == [quantization.OUTPUT_NAME]
+    x = inputs(256, 9) * 3
+    with torch.no_grad():
+        reference = qat(x).numpy()
+    ours = quantization.run_onnx(path, x.numpy())  # batch 256 from a batch-1 example: dynamic batch axis
+    agreement = compare(reference, ours, quantized=True)
+    assert agreement.correct and agreement.decisive > 200, agreement
+    assert agreement.median_difference < 0.02, agreement
+
+
+def test_the_ranges_come_from_the_quantizers(tmp_path: Path) -> None:
+    """Exported with the CNN's activation ranges 8x too wide (a unit mistake), the form fails the gate."""
+    model = calibrate(tandem()).eval()
+    x = inputs(128, 4) * 3
+    with torch.no_grad():
+        reference = model(x).numpy()
+    export_onnx_cpu(model, EXAMPLE, tmp_path / "right.onnx")
+    assert compare(reference, quantization.run_onnx(tmp_path / "right.onnx", x.numpy()), quantized=True).correct
+    for name, quantizer in quantization.quantizers(model.cnn):
+        if name.endswith("input_quantizer"):
+            quantizer.amax = quantizer.amax * 8
+    export_onnx_cpu(model, EXAMPLE, tmp_path / "wrong.onnx")
+    wrong = compare(reference, quantization.run_onnx(tmp_path / "wrong.onnx", x.numpy()), quantized=True)
+    assert not wrong.correct, wrong
+
+
+@pytest.mark.parametrize("part", ["cnn", "linear"])
+def test_a_bcresnet_or_linear_model_alone_exports_too(part: str, tmp_path: Path) -> None:
+    model = calibrate(getattr(tandem(), part)).eval()
+    export_onnx_cpu(model, EXAMPLE, tmp_path / "part.onnx")
+    x = inputs(128, 5) * 3
+    with torch.no_grad():
+        reference = model(x).numpy()
+    assert compare(reference, quantization.run_onnx(tmp_path / "part.onnx", x.numpy()), quantized=True).correct
+
+
+def test_float_and_masked_models_and_missing_folders_are_refused(qat: nn.Module, tmp_path: Path) -> None:
+    with pytest.raises(AscError, match="not quantized"):
+        export_onnx_cpu(tandem(), EXAMPLE, tmp_path / "float.onnx")
+    with pytest.raises(AscError, match="missing"):
+        export_onnx_cpu(qat, EXAMPLE, tmp_path / "missing" / "cpu.onnx")
+    masked = calibrate(tandem()).eval()
+    masked.cnn.stages[1][0].resnorm.channel_mask = torch.ones(10, dtype=torch.bool)
+    with pytest.raises(AscError, match="pruning masks"):
+        export_onnx_cpu(masked, EXAMPLE, tmp_path / "masked.onnx")
+    assert not list(tmp_path.glob("*.onnx"))
+
+
+def save(model: nn.Module, path: Path) -> str:
+    """A checkpoint of ``model`` as a stage writes it (QAT ones with their quantizer layout)."""
+    checkpoint = network_checkpoint(model, FeatureSettings(n_mels=N_BANDS))
+    if quantization.is_quantized(model):
+        checkpoint["modelopt_state"] = quantization.modelopt_state(model)
+    torch.save(checkpoint, path)
+    return str(path)
+
+
+def test_export_cpu_out(qat: nn.Module, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ckpt = save(qat, tmp_path / "qat.ckpt")
+    out, cpu = tmp_path / "model.onnx", tmp_path / "model_cpu.onnx"
+    assert main(["export", "--ckpt_path", ckpt, "--out", str(out), "--cpu_out", str(cpu)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("CPU int8 ONNX written")]
+    assert len(lines) == 1 and str(cpu.resolve()) in lines[0] and "agree on 100.00 %" in lines[0], lines
+    float_ckpt = save(tandem(), tmp_path / "float.ckpt")
+    line = _error(capsys, "export", "--ckpt_path", float_ckpt, "--out", str(tmp_path / "f.onnx"), "--cpu_out",
+                  str(tmp_path / "f_cpu.onnx"))
+    assert "--cpu_out" in line and "float.ckpt is a float checkpoint" in line, line
+    assert not (tmp_path / "f.onnx").exists() and not (tmp_path / "f_cpu.onnx").exists()
+    line = _error(capsys, "export", "--ckpt_path", ckpt, "--out", str(out), "--cpu_out", str(tmp_path / "no" / "x"))
+    assert "--cpu_out: folder" in line and "does not exist" in line, line
