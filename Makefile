@@ -7,6 +7,7 @@ BUILD ?= build
 DEMO_DATA ?= $(BUILD)/demo/data
 DEMO_RUNS ?= $(BUILD)/demo/runs
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
+BENCH_ARGS ?=
 
 # Keep every cache and offline log inside the build tree; W&B stays offline unless the user says otherwise.
 export XDG_CACHE_HOME ?= $(CURDIR)/$(BUILD)/cache
@@ -41,9 +42,11 @@ demo: venv
 	$(VENV)/bin/asc cache $(DEMO_DATA) --workers $(WORKERS)
 	$(VENV)/bin/asc pipeline --configs configs/builtin --data.root $(DEMO_DATA) --out $(DEMO_RUNS) --skip-done
 
+# One table of every benchmark (benchmarks/run.py), also written to $(BUILD)/bench/bench.{json,md};
+# BENCH_ARGS=--quick checks the machinery in a few minutes (its figures mean nothing).
 bench: venv
 	mkdir -p $(MPLCONFIGDIR) $(WANDB_DIR)
-	$(PY) benchmarks/feature_cache.py --workers $(WORKERS)
+	$(PY) -m benchmarks.run --out $(BUILD)/bench --workers $(WORKERS) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD)

@@ -1,4 +1,8 @@
-"""The ablation benchmark's orchestration (which commands, which layers, which figures), with ``asc`` stubbed."""
+"""The benchmarks: the ablation's orchestration (``asc`` stubbed), and ``make bench``'s runner and its parts.
+
+Nothing here asserts a timing: only which rows, ratios and files a run produces, and that the helpers
+alternate, take medians and measure the process they claim to.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,12 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+
+from benchmarks import feature_cache, inference, isolated, pruning_search, report, run, scaling, training
+from benchmarks.report import Row
+from benchmarks.timing import alternate, round_order
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "ablation.py"
 
@@ -61,3 +70,203 @@ def test_ablation_runs_each_variant_with_its_layers_and_reports_mean_and_std(
     saved = json.loads((out / "ablation-report.json").read_text())
     assert len(saved["variants"]["all"]) == 2 and saved["extra"] == ["--trainer.max_epochs=1"]
     assert ablation.main(["--out", str(out), "--variants", "nope"]) == 2
+
+
+# ---------------------------------------------------------------- make bench (benchmarks/run.py and its parts)
+
+
+class FakeClock:
+    """A clock that each candidate advances by its next scripted duration."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_alternate_rotates_the_order_each_round_and_reports_medians_of_the_timed_rounds() -> None:
+    clock, calls = FakeClock(), []
+    durations = {"a": iter([100.0, 1.0, 9.0, 3.0]), "b": iter([100.0, 2.0, 2.0, 8.0])}
+
+    def candidate(name: str):
+        def work() -> None:
+            calls.append(name)
+            clock.now += next(durations[name])
+        return work
+
+    timings = alternate({"a": candidate("a"), "b": candidate("b")}, repeats=3, warmup=1, clock=clock)
+    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert timings["a"].seconds == (1.0, 9.0, 3.0) and timings["b"].seconds == (2.0, 2.0, 8.0)  # warm-up left out
+    assert timings["a"].median == 3.0 and timings["b"].median == 2.0
+    assert timings["b"].rate(64) == 32.0 and timings["a"].per_unit_ms(3) == 1000.0
+    assert round_order(["x", "y", "z"], 4) == ["y", "z", "x"]
+    with pytest.raises(ValueError):
+        alternate({}, repeats=1)
+
+
+def test_ratios_and_both_tables_carry_every_row() -> None:
+    rows = report.with_ratios([
+        Row("s", "base", 4.0, "clips/s"), Row("s", "fast", 10.0, "clips/s", "base"),
+        Row("s", "missing", None, "clips/s", "base", note="not measured: why"), Row("t", "orphan", 1.0, "s", "base"),
+    ])
+    assert [row.ratio for row in rows] == [None, 2.5, None, None]  # a baseline counts in its own section only
+    info = {"cpu": "CPU X", "cores": 2, "load_average_1min": 0.5, "python": "3", "torch": "T", "onnxruntime": "O"}
+    text = report.text_table(rows, info, {"quick": True})
+    assert "CPU X, 2 cores" in text and "torch T, onnxruntime O" in text and "quick True" in text
+    assert all(name in text for name in ("base", "fast", "missing", "orphan")) and "2.5×" in text and "n/a" in text
+    assert report.fmt(3391.7) == "3,392" and report.fmt(0.06321) == "0.0632" and report.fmt(None) == "n/a"
+    markdown = report.markdown_table(rows, info, {})
+    assert markdown.count("\n| ") == 5 and "| s | fast | 10 | clips/s | 2.5× | base |  |" in markdown
+
+
+def fake_sections(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
+    """Every section of the runner replaced by a stub returning its row names; the scaling rows are real."""
+    monkeypatch.setattr(scaling, "dataset_roots", lambda out, base, factors, workers: {f: tmp_path for f in factors})
+    result = {"cache": {"clips": 10, "seconds": 2.0, "warmup_s": 1.0, "peak_rss_mib": 300.0,
+                        "workers_peak_rss_mib": 200.0},
+              "train": {"train_clips": 8, "batches": 1, "loader_epoch_s": 0.1, "steps": 1, "step_clips_per_s": 5.0,
+                        "epoch_estimate_s": 1.6, "peak_rss_mib": 700.0, "workers_peak_rss_mib": 0.0}}
+    monkeypatch.setattr(scaling, "measure", lambda roots, *args: {f: result for f in roots})
+    monkeypatch.setattr(run, "cache_of", lambda root, cache_dir: type("Store", (), {"filenames": ["a.wav"]})())
+    stubs = {
+        feature_cache: ("front_end_rows", feature_cache.SECTION, [feature_cache.LIBROSA, feature_cache.OURS]),
+        training: ("training_rows", training.SECTION, [training.STEP, training.LOADER]),
+        inference: ("inference_rows", inference.SECTION, [inference.EAGER, inference.ORT_FP32]),
+        pruning_search: ("pruning_rows", pruning_search.SECTION, ["threshold search"]),
+    }
+    names = []
+    for module, (function, section, rows) in stubs.items():
+        made = [Row(section, name, 1.0 + i, "s", rows[0] if i else None) for i, name in enumerate(rows)]
+        monkeypatch.setattr(module, function, lambda *args, made=made, **kwargs: made)
+        names += rows
+    return names
+
+
+def test_runner_prints_one_table_and_writes_json_and_markdown_with_every_row(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    names = fake_sections(monkeypatch, tmp_path)
+    out = tmp_path / "bench"
+    assert run.main(["--quick", "--out", str(out), "--workers", "1"]) == 0
+    saved = json.loads((out / "bench.json").read_text())
+    assert {"cpu", "cores", "torch", "onnxruntime", "load_average_1min"} <= set(saved["machine"])
+    assert saved["settings"]["quick"] is True and saved["wall_s"] >= 0
+    sections = {row["section"] for row in saved["rows"]}
+    assert sections == {"front end", "training", "inference", "pruning", "scaling", "memory"}
+    assert all(set(row) == {"section", "name", "value", "unit", "baseline", "ratio", "note"} for row in saved["rows"])
+    saved_names = [row["name"] for row in saved["rows"]]
+    assert set(names) <= set(saved_names)
+    assert {"cache build ×1", "cache build ×2", "training rate ×2", "training peak RSS ×2"} <= set(saved_names)
+    by_name = {row["name"]: row for row in saved["rows"]}
+    assert by_name["cache build ×2"]["baseline"] == "cache build ×1" and by_name["cache build ×2"]["ratio"] == 1.0
+    assert by_name[training.LOADER]["ratio"] == 2.0
+    table, markdown = capsys.readouterr().out, (out / "bench.md").read_text()
+    assert all(name in table and f"| {name} |" in markdown for name in saved_names)
+
+
+def test_scaling_rows_compare_each_size_with_the_smallest() -> None:
+    def result(factor: int) -> dict:
+        return {"cache": {"clips": 100 * factor, "seconds": 1.0 * factor, "warmup_s": 3.0, "peak_rss_mib": 400.0,
+                          "workers_peak_rss_mib": 300.0},
+                "train": {"train_clips": 40 * factor, "batches": factor, "loader_epoch_s": 0.1, "steps": 3,
+                          "step_clips_per_s": 50.0, "epoch_estimate_s": 1.3 * factor, "peak_rss_mib": 800.0}}
+
+    rows = report.with_ratios(scaling.scaling_rows({1: result(1), 4: result(4)}, workers=2))
+    by_name = {row.name: row for row in rows}
+    assert by_name["cache build ×4"].ratio == 4.0 and by_name["cache build rate ×4"].ratio == 1.0
+    assert by_name["epoch time (est.) ×4"].ratio == pytest.approx(4.0) and by_name["training rate ×1"].ratio is None
+    assert by_name["training peak RSS ×4"].section == "memory" and "300 MiB" in by_name["cache build peak RSS ×1"].note
+    assert [row.section for row in rows].index("memory") == 8  # scaling rows first, then memory
+
+
+def test_a_dataset_is_reused_only_when_its_marker_matches_the_spec(tmp_path: Path) -> None:
+    from asc.data.synth import GENERATOR_VERSION, MARKER_FILE
+
+    spec = scaling.spec_at(scaling.QUICK_BASE, 2)
+    assert spec.train_locations == 2 * scaling.QUICK_BASE.train_locations
+    marker = {"generator": "asc.data.synth", "version": GENERATOR_VERSION, "seed": 0,
+              "spec": spec.changed_fields(), "complete": True}
+    (tmp_path / MARKER_FILE).write_text(json.dumps(marker))
+    assert scaling.is_written(tmp_path, spec) and not scaling.is_written(tmp_path, scaling.QUICK_BASE)
+    (tmp_path / MARKER_FILE).write_text(json.dumps({**marker, "complete": False}))
+    assert not scaling.is_written(tmp_path, spec)
+
+
+def test_an_isolated_measurement_reports_the_peak_memory_of_its_own_process() -> None:
+    small, large = isolated.run_isolated("allocate", mib=1), isolated.run_isolated("allocate", mib=96)
+    assert large["bytes"] == 96 * 2**20
+    assert large["peak_rss_mib"] - small["peak_rss_mib"] > 90  # the parent's own size is not inherited
+    assert small["peak_rss_mib"] < 200
+    with pytest.raises(Exception, match="benchmark task allocate failed"):
+        isolated.run_isolated("allocate", mib="many")
+
+
+def test_librosa_reference_computes_what_the_front_end_does_and_rows_compare_them(shared_mini_root: Path) -> None:
+    from asc.data.features import FeatureSettings
+    from asc.data.index import DatasetIndex
+
+    names = DatasetIndex(shared_mini_root).filenames("train")[:3]
+    settings = FeatureSettings()
+    ours = feature_cache.ours(shared_mini_root, names, settings)
+    theirs = [feature_cache.librosa_logmel(shared_mini_root / name, settings) for name in names]
+    assert ours.shape == (3, settings.n_mels, settings.n_frames) and np.allclose(ours, np.stack(theirs), atol=1e-3)
+    rows = feature_cache.front_end_rows(shared_mini_root, names, settings, cache=None, repeats=1)
+    assert [(row.name, row.baseline) for row in rows] == [(feature_cache.LIBROSA, None),
+                                                          (feature_cache.OURS, feature_cache.LIBROSA)]
+    assert all(row.value > 0 and row.unit == "clips/s" for row in rows)
+
+
+def test_training_rows_run_the_stages_own_training_step_against_the_loader(shared_mini_root: Path,
+                                                                           tmp_path: Path) -> None:
+    with inference.torch_threads(1):
+        rows = training.training_rows(shared_mini_root, tmp_path / "cache", width=1, repeats=1)
+    assert [(row.name, row.baseline, row.unit) for row in rows] == [
+        (training.STEP, None, "batches/s"), (training.LOADER, training.STEP, "batches/s")]
+    assert "21,585 params" in rows[0].note and all(row.value > 0 for row in rows)
+
+
+def test_inference_rows_keep_a_variant_that_could_not_be_measured() -> None:
+    calls = {inference.EAGER: lambda x: x, inference.ORT_FP32: lambda x: x, inference.ORT_QDQ: lambda x: x}
+    rows = inference.timed_rows(calls, {inference.ORT_CPU: "not measured: no module"}, batch=2, calls_per_round=1,
+                                repeats=1)
+    assert [row.name for row in rows] == [f"{name}, batch 2" for name in
+                                          (inference.EAGER, inference.ORT_FP32, inference.ORT_QDQ, inference.ORT_CPU)]
+    assert rows[-1].value is None and rows[-1].note == "not measured: no module"
+    assert [row.baseline for row in rows] == [None, f"{inference.EAGER}, batch 2", f"{inference.ORT_FP32}, batch 2",
+                                              f"{inference.ORT_FP32}, batch 2"]  # int8 against fp32, same runtime
+
+
+def test_the_pruned_benchmark_model_has_the_pruned_size_and_the_search_meets_the_limits() -> None:
+    from asc.compress.complexity import count_complexity
+
+    complexity = count_complexity(inference.pruned_tandem(), 34)
+    assert 120_000 < complexity.params <= 128_000 and complexity.macs < 30_000_000
+    (row,) = pruning_search.pruning_rows(width=1, repeats=1)
+    assert row.unit == "s" and row.value > 0 and "-> widths [" in row.note
+
+
+def test_the_cpu_int8_row_calls_export_onnx_cpu_with_the_qat_model_and_keeps_a_failure_as_its_note(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    calls = []
+
+    def export_onnx_cpu(model, example, path, calibration="unset"):
+        calls.append((model, tuple(example.shape), calibration))
+        Path(path).write_bytes(b"onnx")
+
+    module = types.ModuleType("asc.compress.cpu_int8")
+    module.export_onnx_cpu = export_onnx_cpu
+    monkeypatch.setitem(sys.modules, "asc.compress.cpu_int8", module)
+    qmodel = object()
+    example = inference.logmels(1)
+    assert inference.export_cpu_int8(qmodel, example, tmp_path / "a.onnx") == tmp_path / "a.onnx"
+    assert calls == [(qmodel, (1, 1, 256, 34), None)]
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no int8 kernel\nmore")
+
+    module.export_onnx_cpu = broken
+    assert inference.export_cpu_int8(qmodel, example, tmp_path / "b.onnx") == (
+        "export failed: RuntimeError: no int8 kernel")

@@ -1,0 +1,101 @@
+"""How cost grows with the dataset: cache build, training epoch and peak memory at 1×, 4×, 16× a small base.
+
+The datasets come from ``asc.data.synth`` (``SynthSpec.scaled``: the base's locations times the
+factor, so every count grows by exactly that factor) and are reused by later runs. Each measurement
+runs in its own process (``benchmarks/isolated.py``) so that its peak memory is its own.
+
+The cache build is measured whole. A training step of the Mod-8 tandem takes seconds on two cores (an
+epoch at 16× would take over ten minutes), so the epoch time is an estimate: the epoch's batches times
+the time per step through the loader, from a few timed steps. What makes the estimate valid is
+measured: training clips/s does not fall as the dataset grows. The loader's own epoch is measured whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from asc.data.synth import GENERATOR_VERSION, MARKER_FILE, SynthSpec, synthesize
+from benchmarks.isolated import run_isolated
+from benchmarks.report import Row
+
+SCALING, MEMORY = "scaling", "memory"
+
+#: The 1× dataset: the tiny preset's sizes with one location per scene and split (440 clips written, 340
+#: in the folds and cached, 160 to train), so that 16× stays within the budget of ``make bench``.
+BASE = dataclasses.replace(SynthSpec.preset("tiny"), train_locations=1, evaluate_locations=1)
+#: ``--quick``: one segment of one slice per location (180 clips written, 150 cached, 60 to train).
+QUICK_BASE = dataclasses.replace(BASE, segments_per_location=1, slices_per_segment=1)
+
+
+def spec_at(base: SynthSpec, factor: int) -> SynthSpec:
+    return base if factor == 1 else base.scaled(factor)
+
+
+def is_written(root: Path, spec: SynthSpec) -> bool:
+    """Whether ``root`` holds a complete ``synthesize`` output of ``spec`` (seed 0) that can be reused."""
+    try:
+        marker = json.loads((root / MARKER_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    expected = json.loads(json.dumps(spec.changed_fields()))
+    return (marker.get("complete") is True and marker.get("version") == GENERATOR_VERSION
+            and marker.get("seed") == 0 and marker.get("spec") == expected)
+
+
+def ensure_dataset(root: Path, spec: SynthSpec, workers: int) -> Path:
+    """Write the dataset of ``spec`` at ``root`` unless an identical one is there already."""
+    if not is_written(root, spec):
+        synthesize(root, spec, workers=workers, progress=False)
+    return root
+
+
+def dataset_roots(out: Path, base: SynthSpec, factors: Sequence[int], workers: int) -> dict[int, Path]:
+    return {factor: ensure_dataset(out / "data" / f"x{factor}", spec_at(base, factor), workers) for factor in factors}
+
+
+def measure(roots: dict[int, Path], out: Path, workers: int, width: float, steps: int,
+            threads: int) -> dict[int, dict[str, Any]]:
+    """Per factor, the cache build and the training figures (``threads`` torch threads), each in its own process."""
+    results = {}
+    for factor, root in roots.items():
+        cache_dir = out / "cache" / f"x{factor}"
+        cache = run_isolated("cache", root=str(root), cache_dir=str(cache_dir), workers=workers)
+        train = run_isolated("train", root=str(root), cache_dir=str(cache_dir), width=width, steps=steps,
+                             threads=threads)
+        results[factor] = {"cache": cache, "train": train}
+    return results
+
+
+def scaling_rows(results: dict[int, dict[str, Any]], workers: int) -> list[Row]:
+    """Per factor: cache build time and rate, training clips/s and epoch time, peak memory; ratios to 1×."""
+    first = min(results)
+    rows: list[Row] = []
+    for factor, result in results.items():
+        cache, train = result["cache"], result["train"]
+
+        def row(section: str, name: str, value: float, unit: str, note: str = "", f: int = factor) -> Row:
+            return Row(section, f"{name} ×{f}", value, unit, None if f == first else f"{name} ×{first}", note=note)
+
+        clips = f"{cache['clips']} clips"
+        rows += [
+            row(SCALING, "cache build", cache["seconds"], "s",
+                f"{clips}, {workers} workers; first clip (imports) {cache['warmup_s']:.1f} s not included"),
+            row(SCALING, "cache build rate", cache["clips"] / cache["seconds"], "clips/s", clips),
+            row(SCALING, "training rate", train["step_clips_per_s"], "clips/s",
+                f"{train['steps']} steps timed through the loader"),
+            row(SCALING, "epoch time (est.)", train["epoch_estimate_s"], "s",
+                f"{train['train_clips']} training clips, {train['batches']} batches × time per step; "
+                f"loading alone {train['loader_epoch_s']:.2f} s (measured)"),
+            row(MEMORY, "cache build peak RSS", cache["peak_rss_mib"], "MiB",
+                f"largest worker {cache['workers_peak_rss_mib']:.0f} MiB"),
+            row(MEMORY, "training peak RSS", train["peak_rss_mib"], "MiB", "incl. cache pages read"),
+        ]
+    return sorted(rows, key=lambda r: (r.section != SCALING, r.name.rsplit(" ×", 1)[0], _factor(r.name)))
+
+
+def _factor(name: str) -> int:
+    return int(name.rsplit("×", 1)[1])
