@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from asc import load_model
@@ -244,3 +245,16 @@ def test_device_responses_from_a_folder_colour_the_training_clips(mini_root: Pat
     line = _error(capsys, "fit", *common, "--trainer.default_root_dir", str(tmp_path / "m"),
                   f"--model.device_irs={tmp_path / 'none'}", "--model.device_ir_p=0.5")
     assert "model.device_irs: " in line and "folder not found" in line, line
+
+
+def test_mixed_precision_trains_and_tests_in_float(runs: dict[str, Path], tmp_path: Path) -> None:
+    """``--trainer.precision bf16-mixed`` (the GPU option; CPU autocast here) trains the tandem, and the
+    checkpoint is float: ``asc test`` and ``load_model`` use it as any other."""
+    out = tmp_path / "bf16"
+    run("fit", *config("tandem"), "--data.root", str(runs["root"]), "--trainer.default_root_dir", str(out),
+        "--model.width=1", f"--model.init_ckpt={runs['linear'] / 'checkpoints' / 'last.ckpt'}", *FAST,
+        "--trainer.precision=bf16-mixed")
+    ckpt = out / "checkpoints" / "last.ckpt"
+    assert all(p.dtype.is_floating_point and p.dtype != torch.bfloat16 for p in load_model(ckpt).parameters())
+    run("test", "--ckpt_path", str(ckpt), "--data.root", str(runs["root"]), "--trainer.default_root_dir", str(out))
+    assert 0 <= json.loads((out / "test" / "metrics.json").read_text())["accuracy"] <= 1

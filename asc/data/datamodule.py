@@ -216,10 +216,15 @@ class DCASEDataModule(L.LightningDataModule):
             drop_last=shuffle and len(dataset) // self._world() > self.batch_size,  # each process's share
             num_workers=workers,
             persistent_workers=workers > 0,
+            pin_memory=self._on_cuda(),  # page-locked batches copy to the GPU asynchronously
             # Workers start fresh (not forked): a forked copy of W&B's service thread or of a half-imported
             # librosa crashes them when features are computed on the fly.
             multiprocessing_context=_worker_context() if workers > 0 else None,
         )
+
+    def _on_cuda(self) -> bool:
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def _world(self) -> int:
         trainer = getattr(self, "trainer", None)
