@@ -127,6 +127,7 @@ def test_export_cpu_out(qat: nn.Module, tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["export", "--ckpt_path", ckpt, "--out", str(out), "--cpu_out", str(cpu)]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("CPU int8 ONNX written")]
     assert len(lines) == 1 and str(cpu.resolve()) in lines[0] and "agree on 100.00 %" in lines[0], lines
+    assert cpu.with_suffix(".json").read_text() == out.with_suffix(".json").read_text()  # the front end it needs
     float_ckpt = save(tandem(), tmp_path / "float.ckpt")
     line = _error(capsys, "export", "--ckpt_path", float_ckpt, "--out", str(tmp_path / "f.onnx"), "--cpu_out",
                   str(tmp_path / "f_cpu.onnx"))

@@ -123,6 +123,7 @@ def export(argv: Sequence[str]) -> int:
         from asc.compress.cpu_int8 import export_onnx_cpu
 
         export_onnx_cpu(model, torch.zeros(1, 1, *shape), args.cpu_out)
+        args.cpu_out.with_suffix(".json").write_text(sidecar.read_text())  # asc test checks its front end too
     agreement, *cpu = verify_all(model, paths, shape, args.root, features)
     print(f"ONNX written to {args.out.resolve()} (front end: {sidecar.resolve()})")
     print(f"  Q/DQ: {summary}")
