@@ -30,6 +30,16 @@ def test_bcresnet_mod8_counts() -> None:
     assert count_complexity(BCResNet(n_bands=192, width=8), 34).macs == MOD8_MACS_192
 
 
+def test_counting_a_model_leaves_the_random_stream_of_training_alone() -> None:
+    """A stage counts its network mid-fit (the ADMM hand-over): the count must not shift later draws."""
+    tandem = Tandem(MomentsLinear(64), BCResNet(n_bands=64, width=1), n_mels=256, bands=range(64))
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    count_complexity(tandem, 34)
+    assert torch.equal(torch.rand(3), expected)
+
+
 @pytest.mark.parametrize("n_bands", [256, 192, 64])
 def test_bcresnet_shapes(n_bands: int) -> None:
     model = BCResNet(n_bands=n_bands, width=1).eval()
@@ -46,6 +56,23 @@ def test_resnorm_normalises_each_frequency_bin() -> None:
     out = ResNorm(lam=0.0)(x)
     assert torch.allclose(out.mean(dim=(1, 3)), torch.zeros(2, 5), atol=1e-5)
     assert torch.allclose(ResNorm(lam=0.1)(x) - out, 0.1 * x, atol=1e-5)
+    assert torch.allclose(out.var(dim=(1, 3), unbiased=False), torch.ones(2, 5), atol=1e-3)
+
+
+def test_resnorm_fast_form_matches_the_formula_and_the_masked_form_values_and_gradients() -> None:
+    """The group-norm form used in training computes the report's formula, forward and backward."""
+    x = (torch.randn(3, 4, 8, 6) * 3 + 2).requires_grad_()
+    resnorm = ResNorm(lam=0.1)
+    mean, var = x.mean(dim=(1, 3), keepdim=True), x.var(dim=(1, 3), keepdim=True, unbiased=False)
+    formula = 0.1 * x + (x - mean) / (var + resnorm.eps).sqrt()
+    weights = torch.randn_like(x)
+    (grad_formula,) = torch.autograd.grad((formula * weights).sum(), x)
+    fast = resnorm(x)
+    (grad_fast,) = torch.autograd.grad((fast * weights).sum(), x)
+    resnorm.channel_mask = torch.ones(4, dtype=torch.bool)
+    masked = resnorm(x)
+    assert torch.allclose(fast, formula, atol=1e-5) and torch.allclose(masked, formula, atol=1e-5)
+    assert torch.allclose(grad_fast, grad_formula, atol=1e-4)
 
 
 def test_tandem_starts_as_the_linear_model_and_every_layer_learns() -> None:

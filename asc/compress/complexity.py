@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass
 
+import torch
 import torchinfo
 from torch import nn
 
@@ -82,9 +83,15 @@ def count_complexity(model: nn.Module, n_frames: int, bits: int = 32) -> Complex
     project's networks are counted on their float twin (rebuilt from the architecture description):
     torchinfo sees no MACs inside modelopt's quantized modules, and the count depends only on the
     architecture. Other modules are counted on a copy.
+
+    Counting draws nothing from the global random generator (the twin's initialisation and torchinfo's
+    random probe input run on a forked one): before this, the redesign's wider probe (all front-end rows)
+    shifted every later random draw of a feature-selection run at its hand-over (README, "Before and
+    after the redesign").
     """
-    probe = _float_twin(model).cpu().eval()
-    summary = torchinfo.summary(probe, input_size=(1, 1, model.n_mels, n_frames), verbose=0, mode="eval")
+    with torch.random.fork_rng(devices=[]):
+        probe = _float_twin(model).cpu().eval()
+        summary = torchinfo.summary(probe, input_size=(1, 1, model.n_mels, n_frames), verbose=0, mode="eval")
     return Complexity(params=int(summary.total_params), macs=int(summary.total_mult_adds), bits=bits)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -46,15 +47,31 @@ class ResNorm(nn.Module):
         self.register_buffer("channel_mask", None, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.channel_mask is None:
+        if self.channel_mask is None and torch.onnx.is_in_onnx_export():
+            # The exported graph keeps plain ReduceMean/Sub/Div (TensorRT fuses them; the CPU int8 form
+            # is built on them); group_norm's exporter needs a constant group count.
             mean = x.mean(dim=(1, 3), keepdim=True)
             var = x.var(dim=(1, 3), keepdim=True, unbiased=False)
             return self.lam * x + (x - mean) / (var + self.eps).sqrt()
+        if self.channel_mask is None:
+            return self.lam * x + self.instance_norm(x)
         mask = self.channel_mask.view(1, -1, 1, 1).to(x.dtype)
         count = mask.sum() * x.shape[3]
         mean = (x * mask).sum(dim=(1, 3), keepdim=True) / count
         var = ((x - mean) * mask).square().sum(dim=(1, 3), keepdim=True) / count
         return (self.lam * x + (x - mean) / (var + self.eps).sqrt()) * mask
+
+    def instance_norm(self, x: Tensor) -> Tensor:
+        """(x − mean) / std over channels and time, per example and frequency bin.
+
+        Computed as a group norm with one group per bin on the (batch, freq, channels·time) view: its
+        fused kernels run the forward and backward about twice as fast on a CPU as the same statistics
+        written with mean/var/div, which made ResNorm ~40 % of a Mod-8 training step.
+        """
+        batch, channels, freq, time = x.shape
+        per_bin = x.transpose(1, 2).reshape(batch, freq, channels * time)
+        normed = F.group_norm(per_bin, freq, eps=self.eps)
+        return normed.reshape(batch, freq, channels, time).transpose(1, 2)
 
 
 class SubSpectralNorm(nn.Module):
