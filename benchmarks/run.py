@@ -5,6 +5,7 @@
 Sections (one module each; every comparison is timed side by side, alternating, in this run):
   front end  our log-mel vs librosa's per-clip pipeline, and reads from the cache (feature_cache.py)
   training   a tandem training step vs the DataLoader feeding it (training.py)
+  demo choices  a training step at batch 32 vs 64; ResNorm as a group norm vs its formula (demo_speed.py)
   inference  eager fp32 vs onnxruntime fp32 / Q/DQ int8 / CPU int8, batch 1 and 64 (inference.py)
   pruning    the threshold search on an unpruned Mod-8 (pruning_search.py)
   scaling    cache build and epoch time at 1×, 4×, 16× a small dataset; memory: their peak RSS (scaling.py)
@@ -76,7 +77,7 @@ def sections(plan: Plan, out: Path, workers: int, threads: int, train_threads: i
     includes what a user waits for.
     """
     from asc.data.features import FeatureSettings
-    from benchmarks import feature_cache, inference, pruning_search, scaling, training
+    from benchmarks import demo_speed, feature_cache, inference, pruning_search, scaling, training
 
     base = scaling.QUICK_BASE if plan.quick else scaling.BASE
     say(f"datasets at {', '.join(f'{f}×' for f in plan.factors)} (written once under {out / 'data'})")
@@ -93,6 +94,8 @@ def sections(plan: Plan, out: Path, workers: int, threads: int, train_threads: i
     say("training: step vs DataLoader")
     with inference.torch_threads(train_threads):
         train = training.training_rows(root, cache_dir, plan.train_width, plan.repeats)
+        say("demo choices: batch 32 vs 64, ResNorm forms")
+        train += demo_speed.batch_rows(plan.train_width, plan.repeats) + demo_speed.resnorm_rows(plan.repeats)
     say("inference: eager, onnxruntime fp32 / int8 Q/DQ / CPU int8")
     infer = inference.inference_rows(out / "onnx", threads, plan.inference_repeats, plan.batch1_calls)
     say("pruning: threshold search")

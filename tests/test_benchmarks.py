@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import feature_cache, inference, isolated, pruning_search, report, run, scaling, training
+from benchmarks import demo_speed, feature_cache, inference, isolated, pruning_search, report, run, scaling, training
 from benchmarks.report import Row
 from benchmarks.timing import alternate, round_order
 
@@ -136,7 +136,9 @@ def fake_sections(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
         pruning_search: ("pruning_rows", pruning_search.SECTION, ["threshold search"]),
     }
     names = []
-    for module, (function, section, rows) in stubs.items():
+    for module, (function, section, rows) in [*stubs.items(),
+                                              (demo_speed, ("batch_rows", demo_speed.SECTION, ["batch 32", "64"])),
+                                              (demo_speed, ("resnorm_rows", demo_speed.SECTION, ["fused"]))]:
         made = [Row(section, name, 1.0 + i, "s", rows[0] if i else None) for i, name in enumerate(rows)]
         monkeypatch.setattr(module, function, lambda *args, made=made, **kwargs: made)
         names += rows
@@ -152,7 +154,7 @@ def test_runner_prints_one_table_and_writes_json_and_markdown_with_every_row(
     assert {"cpu", "cores", "torch", "onnxruntime", "load_average_1min"} <= set(saved["machine"])
     assert saved["settings"]["quick"] is True and saved["wall_s"] >= 0
     sections = {row["section"] for row in saved["rows"]}
-    assert sections == {"front end", "training", "inference", "pruning", "scaling", "memory"}
+    assert sections == {"front end", "training", "demo choices", "inference", "pruning", "scaling", "memory"}
     assert all(set(row) == {"section", "name", "value", "unit", "baseline", "ratio", "note"} for row in saved["rows"])
     saved_names = [row["name"] for row in saved["rows"]]
     assert set(names) <= set(saved_names)
@@ -223,6 +225,15 @@ def test_training_rows_run_the_stages_own_training_step_against_the_loader(share
     assert [(row.name, row.baseline, row.unit) for row in rows] == [
         (training.STEP, None, "batches/s"), (training.LOADER, training.STEP, "batches/s")]
     assert "21,585 params" in rows[0].note and all(row.value > 0 for row in rows)
+
+
+def test_demo_choice_rows_compare_batch_sizes_per_clip_and_resnorm_forms() -> None:
+    with inference.torch_threads(1):
+        rows = demo_speed.batch_rows(width=1, repeats=1, batches=(4, 8)) + demo_speed.resnorm_rows(1, (2, 4, 8, 5))
+    assert [(row.name, row.baseline, row.unit) for row in rows] == [
+        ("train step, batch 4", "train step, batch 8", "clips/s"), ("train step, batch 8", None, "clips/s"),
+        (demo_speed.FUSED, demo_speed.FORMULA, "calls/s"), (demo_speed.FORMULA, None, "calls/s")]
+    assert all(row.value > 0 for row in rows) and "2x4x8x5" in rows[2].note
 
 
 def test_inference_rows_keep_a_variant_that_could_not_be_measured() -> None:
