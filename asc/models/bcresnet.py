@@ -65,7 +65,7 @@ class ResNorm(nn.Module):
         """(x − mean) / std over channels and time, per example and frequency bin.
 
         Computed as a group norm with one group per bin on the (batch, freq, channels·time) view: its
-        fused kernels run the forward and backward about twice as fast on a CPU as the same statistics
+        fused kernels run the forward and backward ~3x as fast on a CPU (`make bench`) as the same statistics
         written with mean/var/div, which made ResNorm ~40 % of a Mod-8 training step.
         """
         batch, channels, freq, time = x.shape
