@@ -47,19 +47,22 @@ class ResNorm(nn.Module):
         self.register_buffer("channel_mask", None, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.channel_mask is None and torch.onnx.is_in_onnx_export():
+        if self.channel_mask is None:
             # The exported graph keeps plain ReduceMean/Sub/Div (TensorRT fuses them; the CPU int8 form
             # is built on them); group_norm's exporter needs a constant group count.
-            mean = x.mean(dim=(1, 3), keepdim=True)
-            var = x.var(dim=(1, 3), keepdim=True, unbiased=False)
-            return self.lam * x + (x - mean) / (var + self.eps).sqrt()
-        if self.channel_mask is None:
-            return self.lam * x + self.instance_norm(x)
+            exporting = torch.onnx.is_in_onnx_export()
+            return self.lam * x + (self.formula_norm(x) if exporting else self.instance_norm(x))
         mask = self.channel_mask.view(1, -1, 1, 1).to(x.dtype)
         count = mask.sum() * x.shape[3]
         mean = (x * mask).sum(dim=(1, 3), keepdim=True) / count
         var = ((x - mean) * mask).square().sum(dim=(1, 3), keepdim=True) / count
         return (self.lam * x + (x - mean) / (var + self.eps).sqrt()) * mask
+
+    def formula_norm(self, x: Tensor) -> Tensor:
+        """The same statistics as :meth:`instance_norm`, written as mean, var, subtract, divide."""
+        mean = x.mean(dim=(1, 3), keepdim=True)
+        var = x.var(dim=(1, 3), keepdim=True, unbiased=False)
+        return (x - mean) / (var + self.eps).sqrt()
 
     def instance_norm(self, x: Tensor) -> Tensor:
         """(x − mean) / std over channels and time, per example and frequency bin.
