@@ -2,7 +2,7 @@
 
     python benchmarks/ablation.py --out build/ablation [--root build/hard/data] [--seeds 0 1 2]
         [--variants report,freq_mixstyle,device_irs,distillation,all] [--protocol report|holdout]
-        [-- --trainer.max_epochs=... (any argument for every stage)]
+        [--table-only] [-- --trainer.max_epochs=... (any argument for every stage)]
 
 Each variant is one ``asc pipeline`` (all five stages, the built-in configs) with its config layers, once per
 seed (``--seed_everything``). Per variant it reports the test accuracy of the tandem, the pruned and the
@@ -10,7 +10,8 @@ pruned+quantized model, overall and per device group (real a-c, seen simulated s
 mean ± std over the seeds, and the tandem's accuracy on its own training split (memorising the training
 locations shows as a gap). The dataset is written with ``asc synth --size hard`` when ``--root`` does not
 exist yet. Finished pipelines are reused (``--skip-done``), so an interrupted ablation continues where it
-stopped. Writes ``OUT/ablation-<protocol>.json`` and ``.md``; figures in the README come from this script.
+stopped; ``--table-only`` runs nothing and tabulates the finished runs (naming the others). Writes
+``OUT/ablation-<protocol>.json`` and ``.md``; figures in the README come from this script.
 """
 
 from __future__ import annotations
@@ -47,22 +48,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--variants: unknown {unknown} (expected some of {', '.join(LAYERS)})", file=sys.stderr)
         return 2
     root = args.root or args.out / "data"
-    if not (root / "meta.csv").is_file():
+    if not args.table_only and not (root / "meta.csv").is_file():
         asc(["synth", str(root), "--size", "hard", "--scale", str(args.scale)])
     results = {}
     for variant in variants:
         for seed in args.seeds:
-            out = args.out / args.protocol / variant / f"seed{seed}"
-            started = time.perf_counter()
-            layers = [arg for layer in LAYERS[variant] for arg in ("--layer", str(CONFIGS / layer))]
-            irs = [f"--model.device_irs={root / 'impulse_responses'}"] if "device_irs" in LAYERS[variant] else []
-            asc(["pipeline", "--configs", str(CONFIGS), "--data.root", str(root), "--out", str(out), "--skip-done",
-                 *PROTOCOLS[args.protocol], *layers, f"--seed_everything={seed}", *irs, *extra])
-            on_train = out / "tandem_on_train"
-            if not (on_train / "test" / "metrics.json").is_file():  # memorising locations shows as a gap
-                asc(["test", "--ckpt_path", str(out / "tandem" / "checkpoints" / "last.ckpt"), "--data.root",
-                     str(root), "--data.test_split", "train", "--trainer.default_root_dir", str(on_train)])
-            results.setdefault(variant, []).append(read_run(out, time.perf_counter() - started))
+            run = one_run(variant, seed, root, args, extra)
+            if run is not None:
+                results.setdefault(variant, []).append(run)
     report = {"protocol": args.protocol, "root": str(root), "seeds": args.seeds, "extra": extra,
               "variants": results}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -71,6 +64,36 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"ablation-{args.protocol}.md").write_text(text + "\n")
     print(text)
     return 0
+
+
+def one_run(variant: str, seed: int, root: Path, args: argparse.Namespace, extra: list[str]) -> dict | None:
+    """The figures of one variant and seed: run (finished stages reused), or with ``--table-only`` read if done."""
+    out = args.out / args.protocol / variant / f"seed{seed}"
+    if args.table_only and not finished(out):
+        print(f"{out}: not finished, left out of the table", file=sys.stderr)
+        return None
+    started = time.perf_counter()
+    if not args.table_only:
+        run_variant(variant, seed, root, out, args.protocol, extra)
+    seconds = None if args.table_only else time.perf_counter() - started
+    return {**read_run(out, seconds), "seed": seed}
+
+
+def run_variant(variant: str, seed: int, root: Path, out: Path, protocol: str, extra: list[str]) -> None:
+    """One pipeline of ``variant`` for ``seed`` (finished stages reused), then its tandem on its own train split."""
+    layers = [arg for layer in LAYERS[variant] for arg in ("--layer", str(CONFIGS / layer))]
+    irs = [f"--model.device_irs={root / 'impulse_responses'}"] if "device_irs" in LAYERS[variant] else []
+    asc(["pipeline", "--configs", str(CONFIGS), "--data.root", str(root), "--out", str(out), "--skip-done",
+         *PROTOCOLS[protocol], *layers, f"--seed_everything={seed}", *irs, *extra])
+    on_train = out / "tandem_on_train"
+    if not (on_train / "test" / "metrics.json").is_file():  # memorising locations shows as a gap
+        asc(["test", "--ckpt_path", str(out / "tandem" / "checkpoints" / "last.ckpt"), "--data.root",
+             str(root), "--data.test_split", "train", "--trainer.default_root_dir", str(on_train)])
+
+
+def finished(out: Path) -> bool:
+    """Every stage the table reads was tested, and the tandem on its train split."""
+    return all((out / stage / "test" / "metrics.json").is_file() for stage in (*STAGES, "tandem_on_train"))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -83,6 +106,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", choices=tuple(PROTOCOLS), default="report",
                    help="report: validate on the evaluate split, hand on the last checkpoint; holdout: validate on "
                         "held-out training locations, hand on the best (no choice sees the test split)")
+    p.add_argument("--table-only", action="store_true",
+                   help="run nothing: tabulate the finished runs of these variants and seeds, name the others")
     return p
 
 
@@ -91,9 +116,9 @@ def asc(args: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "asc.cli.main", *args], check=True)
 
 
-def read_run(out: Path, seconds: float) -> dict:
+def read_run(out: Path, seconds: float | None) -> dict:
     """The test metrics of the stages that matter here, and the tandem's last training accuracy."""
-    run: dict = {"seconds": round(seconds, 1)}
+    run: dict = {"seconds": None if seconds is None else round(seconds, 1)}
     for stage in STAGES:
         metrics = json.loads((out / stage / "test" / "metrics.json").read_text())
         run[stage] = {"accuracy": metrics["accuracy"], **{g: metrics["accuracy_per_group"][g] for g in GROUPS},
@@ -119,7 +144,8 @@ def table(results: dict[str, list[dict]], protocol: str) -> str:
             cells = [mean_std([run[stage][key] for run in runs]) for key in ("accuracy", *GROUPS)]
             trained = mean_std([run[stage]["train_accuracy"] for run in runs]) if stage == "tandem" else ""
             lines.append(f"| {variant} | {name} | " + " | ".join(cells) + f" | {trained} |")
-    return "\n".join(lines)
+    seeds = "; ".join(f"{variant} {', '.join(str(run['seed']) for run in runs)}" for variant, runs in results.items())
+    return "\n".join([*lines, "", f"Seeds: {seeds}"])
 
 
 if __name__ == "__main__":

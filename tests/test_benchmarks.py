@@ -72,6 +72,21 @@ def test_ablation_runs_each_variant_with_its_layers_and_reports_mean_and_std(
     assert ablation.main(["--out", str(out), "--variants", "nope"]) == 2
 
 
+def test_ablation_table_only_runs_nothing_and_names_the_unfinished_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    ablation, out = load_ablation(), tmp_path / "ablation"
+    monkeypatch.setattr(ablation, "asc", lambda args: pytest.fail(f"ran {args}"))
+    for seed, accuracy in ((0, 0.4), (2, 0.6)):
+        for stage in ("tandem", "pruning", "qat", "tandem_on_train"):
+            fake_metrics(out / "report" / "all" / f"seed{seed}" / stage, accuracy)
+    fake_metrics(out / "report" / "all" / "seed1" / "tandem", 0.9)  # interrupted after its tandem
+    assert ablation.main(["--out", str(out), "--variants", "all", "--table-only"]) == 0
+    printed = capsys.readouterr()
+    unfinished = out / "report" / "all" / "seed1"
+    assert printed.err.strip().splitlines() == [f"{unfinished}: not finished, left out of the table"]
+    assert "| all | Tandem | 50.00 ± 14.14 |" in printed.out and "Seeds: all 0, 2" in printed.out
+
+
 # ---------------------------------------------------------------- make bench (benchmarks/run.py and its parts)
 
 

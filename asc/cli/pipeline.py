@@ -4,7 +4,8 @@ linear -> tandem -> feature_selection -> pruning (-> qat when its config exists)
 holds ``base.yaml`` (what every stage shares) and one ``<stage>.yaml`` per stage (what differs); each
 stage starts from the previous stage's last checkpoint (``model.init_ckpt``) and is tested on its own
 checkpoint. The summary holds the report's Table 1 (per device) and Table 2 (params, MMACs, bits,
-accuracy, log loss) rows for the run.
+accuracy, log loss) rows for the run. A recipe folder (``recipe.yaml``, e.g. configs/dcase2022_plus) builds on
+another configs folder with layers and a hand-over, so that one ``--configs`` argument runs it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from asc.errors import AscError
 
 STAGES = ("linear", "tandem", "feature_selection", "pruning", "qat")
 BASE = "base.yaml"
+RECIPE = "recipe.yaml"
+HANDOVERS = ("last", "best")
 
 
 def pipeline(argv: Sequence[str]) -> int:
@@ -30,19 +33,24 @@ def pipeline(argv: Sequence[str]) -> int:
         epilog="Any other argument (--key=value) goes to every stage's asc fit and asc test, e.g. "
                "--trainer.max_epochs=2 or --data.num_workers=4.")
     parser.add_argument("--configs", type=Path, default=Path("configs/builtin"),
-                        help="base.yaml + one <stage>.yaml per stage (configs/builtin or configs/dcase2022)")
+                        help="base.yaml + one <stage>.yaml per stage (configs/builtin or configs/dcase2022), or a "
+                             "recipe folder (recipe.yaml: configs/dcase2022_plus)")
     parser.add_argument("--data.root", dest="root", required=True, help="dataset root")
     parser.add_argument("--out", type=Path, required=True, help="output folder: one subfolder per stage")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
-    parser.add_argument("--handover", choices=("last", "best"), default="last",
-                        help="checkpoint each stage passes on and is tested with: the last (the report's protocol) "
-                             "or the best by validation (with --data.val_split holdout: no choice sees the test split)")
+    parser.add_argument("--handover", choices=HANDOVERS, default=None,
+                        help="checkpoint each stage passes on and is tested with: the last (the report's protocol; "
+                             "the default unless a recipe says otherwise) or the best by validation (with "
+                             "--data.val_split holdout: no choice sees the test split)")
     parser.add_argument("--layer", type=Path, action="append", default=[], metavar="FOLDER",
                         help="a folder of extra config layers (repeatable, e.g. configs/builtin/beyond/freq_mixstyle): "
                              "its base.yaml goes to every stage and its <stage>.yaml to that stage, after the configs")
     parser.add_argument("--skip-done", action="store_true",
                         help="reuse stages whose test report exists; resume an interrupted stage from its last.ckpt")
     args, extra = parser.parse_known_args(argv)
+    args.configs, recipe_layers, recipe_handover = read_recipe(args.configs)
+    args.layer = [*recipe_layers, *args.layer]
+    args.handover = args.handover or recipe_handover or "last"
     stages = [s for s in args.stages.split(",") if s]
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
@@ -71,6 +79,30 @@ def pipeline(argv: Sequence[str]) -> int:
         previous = handed_over(ckpt, args.handover)
     print(write_summary(args.out, stages))
     return 0
+
+
+def read_recipe(folder: Path) -> tuple[Path, list[Path], str | None]:
+    """The configs folder, layers and hand-over a recipe folder names (paths relative to it; its own base.yaml and
+    <stage>.yaml come last), so that a recommended recipe holds only what it adds; any other folder is itself."""
+    path = folder / RECIPE
+    if not path.is_file():
+        return folder, [], None
+    import yaml
+
+    spec = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(spec, dict) or not isinstance(spec.get("configs"), str):
+        raise AscError(f"{path}: expected a mapping with 'configs: FOLDER' (and optionally layers, handover)")
+    unknown = sorted(set(spec) - {"configs", "layers", "handover"})
+    if unknown:
+        raise AscError(f"{path}: unknown key(s) {unknown} (expected configs, layers, handover)")
+    if spec.get("handover") not in (None, *HANDOVERS):
+        raise AscError(f"{path}: handover {spec['handover']!r} is not one of {', '.join(HANDOVERS)}")
+    layers = [folder / layer for layer in spec.get("layers") or []]
+    missing = [str(layer) for layer in layers if not layer.is_dir()]
+    if missing:
+        raise AscError(f"{path}: layer folder(s) {missing} not found")
+    own = [folder] if any((folder / f"{name}.yaml").is_file() for name in ("base", *STAGES)) else []
+    return folder / spec["configs"], [*layers, *own], spec.get("handover")
 
 
 def layered(folders: Sequence[Path], stage: str) -> list[str]:

@@ -1,0 +1,106 @@
+"""Config layers (``asc pipeline --layer``) and recipe folders (``recipe.yaml``): what a stage ends up with."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from pathlib import Path
+
+import pytest
+import yaml
+
+from asc.cli.main import main
+from tests.test_pipeline import CONFIGS, tiny_configs
+
+
+def test_layers_add_to_every_stage_or_to_one(shared_mini_root: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    """``--layer FOLDER``: its base.yaml goes to every stage and its <stage>.yaml to that stage, after the configs."""
+    configs, layer, out = tiny_configs(tmp_path / "configs"), tmp_path / "layer", tmp_path / "runs"
+    layer.mkdir()
+    (layer / "base.yaml").write_text("model:\n  init_args: {freq_mixstyle_p: 0.5}\n")
+    (layer / "tandem.yaml").write_text("model:\n  init_args: {roll: 0.1}\n")
+    common = ["--configs", str(configs), "--data.root", str(shared_mini_root), "--out", str(out)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(["pipeline", *common, "--stages", "linear,tandem", "--layer", str(layer)]) == 0
+    saved = {stage: yaml.safe_load((out / stage / "config.yaml").read_text())["model"]["init_args"]
+             for stage in ("linear", "tandem")}
+    assert saved["linear"]["freq_mixstyle_p"] == saved["tandem"]["freq_mixstyle_p"] == 0.5
+    assert (saved["linear"]["roll"], saved["tandem"]["roll"]) == (0.4, 0.1)
+    assert saved["tandem"]["width"] == 1  # the stage's own settings stay
+    capsys.readouterr()
+    assert main(["pipeline", *common, "--layer", str(tmp_path / "nothing")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--layer" in lines[0] and "nothing" in lines[0], lines
+
+
+@pytest.mark.parametrize("recipe", ["builtin", "dcase2022"])
+def test_shipped_layers_parse_with_every_stage(recipe: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Every shipped layer folder combines with the stages it names (the keys exist for that stage's class)."""
+    from asc.cli.pipeline import layered
+
+    folder = CONFIGS.parent / recipe
+    layers = sorted(path for path in folder.iterdir() if path.is_dir())
+    assert {path.name for path in layers} >= {"freq_mixstyle", "device_irs", "distillation"}
+    for stage in ("linear", "tandem", "feature_selection", "pruning", "qat"):
+        args = layered([folder, *layers], stage)
+        with pytest.raises(SystemExit) as printed:
+            main(["fit", *args, "--print_config"])
+        assert printed.value.code in (0, None)
+        init = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+        assert init["freq_mixstyle_p"] > 0 and init["device_ir_p"] > 0
+        assert (init["teacher"] == ["init"]) == (stage in ("feature_selection", "pruning", "qat"))
+
+
+def test_the_shipped_plus_recipe_is_the_report_with_every_addition_and_honest_selection(
+        capsys: pytest.CaptureFixture) -> None:
+    """configs/dcase2022_plus builds on configs/dcase2022 with the three layers, validates on held-out training
+    locations and hands on the best checkpoint; every stage's combined config parses."""
+    from asc.cli.pipeline import layered, read_recipe
+
+    configs, layers, handover = read_recipe(CONFIGS.parent / "dcase2022_plus")
+    assert configs.resolve() == (CONFIGS.parent / "dcase2022").resolve() and handover == "best"
+    assert [layer.name for layer in layers] == ["freq_mixstyle", "device_irs", "distillation", "dcase2022_plus"]
+    for stage in ("linear", "tandem", "feature_selection", "pruning", "qat"):
+        with pytest.raises(SystemExit) as printed:
+            main(["fit", *layered([configs, *layers], stage), "--print_config"])
+        assert printed.value.code in (0, None)
+        config = yaml.safe_load(capsys.readouterr().out)
+        init = config["model"]["init_args"]
+        assert config["data"]["val_split"] == "holdout" and config["data"]["test_split"] == "evaluate"
+        assert init["freq_mixstyle_p"] > 0 and init["device_ir_p"] > 0 and config["data"]["batch_size"] == 64
+        assert (init["teacher"] == ["init"]) == (stage in ("feature_selection", "pruning", "qat"))
+
+
+def test_a_recipe_runs_from_one_configs_argument_and_a_flag_overrides_its_handover(
+        shared_mini_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    tiny_configs(tmp_path / "configs")
+    recipe = tmp_path / "recipe"
+    layer = tmp_path / "layer"
+    layer.mkdir(), recipe.mkdir()
+    (layer / "linear.yaml").write_text("model:\n  init_args: {l1: 0.02}\n")
+    (recipe / "base.yaml").write_text("model:\n  init_args: {roll: 0.1}\n")
+    (recipe / "recipe.yaml").write_text("configs: ../configs\nlayers: [../layer]\nhandover: best\n")
+    common = ["--configs", str(recipe), "--data.root", str(shared_mini_root), "--stages", "linear"]
+    assert main(["pipeline", *common, "--out", str(tmp_path / "a")]) == 0
+    assert "== linear: test (best-epoch=0.ckpt)" in capsys.readouterr().out
+    init = yaml.safe_load((tmp_path / "a" / "linear" / "config.yaml").read_text())["model"]["init_args"]
+    assert (init["l1"], init["roll"]) == (0.02, 0.1)  # the layer's, then the recipe folder's own
+    assert main(["pipeline", *common, "--out", str(tmp_path / "b"), "--handover", "last"]) == 0
+    assert "== linear: test (last.ckpt)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("text", "names"), [
+    ("configs: ../configs\nlayer: [x]\n", "'layer'"),
+    ("configs: ../configs\nhandover: first\n", "'first'"),
+    ("configs: ../configs\nlayers: [../absent]\n", "absent"),
+    ("layers: []\n", "configs: FOLDER"),
+])
+def test_a_bad_recipe_gets_one_line_naming_its_file_and_key(text: str, names: str, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    recipe = tmp_path / "recipe"
+    recipe.mkdir()
+    (recipe / "recipe.yaml").write_text(text)
+    assert main(["pipeline", "--configs", str(recipe), "--data.root", str(tmp_path), "--out", str(tmp_path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "recipe.yaml" in lines[0] and names in lines[0], lines
