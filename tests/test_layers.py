@@ -95,6 +95,8 @@ def test_a_recipe_runs_from_one_configs_argument_and_a_flag_overrides_its_handov
     ("configs: ../configs\nhandover: first\n", "'first'"),
     ("configs: ../configs\nlayers: [../absent]\n", "absent"),
     ("layers: []\n", "configs: FOLDER"),
+    ("configs: ../configs\nlayers: ../layer\n", "layers must be a list"),
+    ("configs: [unclosed\n", "not valid YAML"),
 ])
 def test_a_bad_recipe_gets_one_line_naming_its_file_and_key(text: str, names: str, tmp_path: Path,
                                                             capsys: pytest.CaptureFixture) -> None:

@@ -89,7 +89,10 @@ def read_recipe(folder: Path) -> tuple[Path, list[Path], str | None]:
         return folder, [], None
     import yaml
 
-    spec = yaml.safe_load(path.read_text()) or {}
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise AscError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
     if not isinstance(spec, dict) or not isinstance(spec.get("configs"), str):
         raise AscError(f"{path}: expected a mapping with 'configs: FOLDER' (and optionally layers, handover)")
     unknown = sorted(set(spec) - {"configs", "layers", "handover"})
@@ -97,7 +100,9 @@ def read_recipe(folder: Path) -> tuple[Path, list[Path], str | None]:
         raise AscError(f"{path}: unknown key(s) {unknown} (expected configs, layers, handover)")
     if spec.get("handover") not in (None, *HANDOVERS):
         raise AscError(f"{path}: handover {spec['handover']!r} is not one of {', '.join(HANDOVERS)}")
-    layers = [folder / layer for layer in spec.get("layers") or []]
+    if not isinstance(spec.get("layers") or [], list):
+        raise AscError(f"{path}: layers must be a list of folders")
+    layers = [folder / str(layer) for layer in spec.get("layers") or []]
     missing = [str(layer) for layer in layers if not layer.is_dir()]
     if missing:
         raise AscError(f"{path}: layer folder(s) {missing} not found")
