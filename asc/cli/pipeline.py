@@ -59,7 +59,7 @@ def pipeline(argv: Sequence[str]) -> int:
         raise AscError(f"{args.configs / BASE}: the configs' shared layer not found")
     stages = [s for s in stages if (args.configs / f"{s}.yaml").is_file() or _missing(args.configs, s)]
     for layer in args.layer:
-        if not layer.is_dir() or not any((layer / f"{name}.yaml").is_file() for name in ("base", *STAGES)):
+        if not layer.is_dir() or not holds_configs(layer):
             raise AscError(f"--layer {layer}: not a folder holding base.yaml or <stage>.yaml files")
     earlier = _earlier_checkpoint(args.out, stages[0]) if stages else None
     previous = handed_over(earlier, args.handover) if earlier is not None else None
@@ -106,8 +106,13 @@ def read_recipe(folder: Path) -> tuple[Path, list[Path], str | None]:
     missing = [str(layer) for layer in layers if not layer.is_dir()]
     if missing:
         raise AscError(f"{path}: layer folder(s) {missing} not found")
-    own = [folder] if any((folder / f"{name}.yaml").is_file() for name in ("base", *STAGES)) else []
+    own = [folder] if holds_configs(folder) else []
     return folder / spec["configs"], [*layers, *own], spec.get("handover")
+
+
+def holds_configs(folder: Path) -> bool:
+    """Whether ``folder`` holds a base.yaml or a <stage>.yaml, i.e. is a layer at all."""
+    return any((folder / f"{name}.yaml").is_file() for name in ("base", *STAGES))
 
 
 def layered(folders: Sequence[Path], stage: str) -> list[str]:
