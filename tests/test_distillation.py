@@ -11,7 +11,7 @@ import torch
 from asc.cli.main import main
 from asc.data.layout import SCENES
 from asc.errors import AscError
-from asc.training.distillation import Teacher, kd_loss, read_logits, write_logits
+from asc.training.distillation import Teacher, inherited_teacher, kd_loss, read_logits, write_logits
 from tests.test_pipeline import layered, tandem_checkpoint, tiny_configs
 
 
@@ -64,3 +64,31 @@ def test_feature_selection_learns_from_the_tandem_it_started_from(shared_mini_ro
     original = torch.load(start, weights_only=True)["state_dict"]
     assert all(torch.equal(value, original[f"model.{key}"]) for key, value in teacher.items())  # frozen
     assert main(["test", "--ckpt_path", str(out / "checkpoints" / "last.ckpt"), *common]) == 0
+    # The stage after it inherits that teacher: the tandem, weights included, not the band-selected network.
+    [inherited] = inherited_teacher(str(out / "checkpoints" / "last.ckpt"))
+    assert inherited.state_dict().keys() == teacher.keys()
+    assert all(torch.equal(value, original[f"model.{key}"]) for key, value in inherited.state_dict().items())
+    with pytest.raises(AscError, match=r"tandem\.ckpt was trained without a teacher network"):
+        inherited_teacher(str(start))
+    with pytest.raises(AscError, match=r"inherit takes the teacher of model\.init_ckpt, which is not set"):
+        inherited_teacher(None)
+
+
+def test_pruning_inherits_the_teacher_of_the_stage_before(shared_mini_root: Path, tmp_path: Path) -> None:
+    configs = tiny_configs(tmp_path / "configs")
+    start = tandem_checkpoint(tmp_path / "tandem.ckpt")
+    common = ["--data.root", str(shared_mini_root)]
+    fs, pruned = tmp_path / "fs", tmp_path / "pruned"
+    assert main(["fit", *layered(configs, "feature_selection"), *common, "--trainer.default_root_dir", str(fs),
+                 f"--model.init_ckpt={start}", "--model.teacher=[init]"]) == 0
+    assert main(["fit", *layered(configs, "pruning"), *common, "--trainer.default_root_dir", str(pruned),
+                 f"--model.init_ckpt={fs / 'checkpoints' / 'last.ckpt'}", "--model.teacher=[inherit]"]) == 0
+    assert json.loads((pruned / "fit_metrics.json").read_text())["metrics"]["train/kd_loss"] > 0
+    ckpt = torch.load(pruned / "checkpoints" / "last.ckpt", weights_only=True)
+    original = torch.load(start, weights_only=True)["state_dict"]
+    teacher = {k[len("teacher.networks.0."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("teacher.")}
+    assert ckpt["asc"]["teacher"][0]["bands"] is None and teacher.keys() == {
+        k[len("model."):] for k in original if k.startswith("model.")}
+    assert all(torch.equal(value, original[f"model.{key}"]) for key, value in teacher.items())
+    assert main(["fit", *layered(configs, "pruning"), *common, "--trainer.default_root_dir", str(tmp_path / "no"),
+                 f"--model.init_ckpt={start}", "--model.teacher=[inherit]"]) != 0

@@ -34,6 +34,10 @@ def test_layers_add_to_every_stage_or_to_one(shared_mini_root: Path, tmp_path: P
     assert len(lines) == 1 and "--layer" in lines[0] and "nothing" in lines[0], lines
 
 
+#: The distillation layer's teacher per stage: the tandem feature selection starts from, then inherited.
+TEACHERS = {"feature_selection": ["init"], "pruning": ["inherit"], "qat": ["inherit"]}
+
+
 @pytest.mark.parametrize("recipe", ["builtin", "dcase2022"])
 def test_shipped_layers_parse_with_every_stage(recipe: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Every shipped layer folder combines with the stages it names (the keys exist for that stage's class)."""
@@ -49,7 +53,7 @@ def test_shipped_layers_parse_with_every_stage(recipe: str, tmp_path: Path, caps
         assert printed.value.code in (0, None)
         init = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
         assert init["freq_mixstyle_p"] > 0 and init["device_ir_p"] > 0
-        assert (init["teacher"] == ["init"]) == (stage in ("feature_selection", "pruning", "qat"))
+        assert init["teacher"] == TEACHERS.get(stage)  # the tandem teaches every compression stage
 
 
 def test_the_shipped_plus_recipe_is_the_report_with_every_addition_and_honest_selection(
@@ -69,7 +73,7 @@ def test_the_shipped_plus_recipe_is_the_report_with_every_addition_and_honest_se
         init = config["model"]["init_args"]
         assert config["data"]["val_split"] == "holdout" and config["data"]["test_split"] == "evaluate"
         assert init["freq_mixstyle_p"] > 0 and init["device_ir_p"] > 0 and config["data"]["batch_size"] == 64
-        assert (init["teacher"] == ["init"]) == (stage in ("feature_selection", "pruning", "qat"))
+        assert init["teacher"] == TEACHERS.get(stage)  # the tandem teaches every compression stage
 
 
 def test_a_recipe_runs_from_one_configs_argument_and_a_flag_overrides_its_handover(

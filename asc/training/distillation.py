@@ -24,6 +24,10 @@ from asc.errors import AscError
 
 #: ``model.teacher`` entry naming the network the stage starts from (``model.init_ckpt``).
 INIT = "init"
+#: ``model.teacher`` entry naming the teacher that ``model.init_ckpt`` itself learnt from: with ``init`` in
+#: feature selection and ``inherit`` after it, the tandem teaches every compressed stage (not the previous,
+#: already compressed one, whose losses would pass on).
+INHERIT = "inherit"
 
 
 def kd_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
@@ -118,8 +122,9 @@ class Teacher(nn.Module):
 
 def build_teacher(sources: Sequence[str], stage: Any) -> Teacher:
     """The teacher of ``model.teacher``: ``init`` (a frozen copy of the network the stage starts from,
-    taken before it changes), checkpoints of any stage (their front end must be the stage's), or one
-    logits file (its rows aligned with the stage's training clips)."""
+    taken before it changes), ``inherit`` (the teacher networks ``model.init_ckpt`` was trained with),
+    checkpoints of any stage (their front end must be the stage's), or one logits file (its rows aligned
+    with the stage's training clips)."""
     import copy
 
     from asc.api import model_from_checkpoint
@@ -136,7 +141,30 @@ def build_teacher(sources: Sequence[str], stage: Any) -> Teacher:
         if source == INIT:
             networks.append(copy.deepcopy(stage.network))
             continue
+        if source == INHERIT:
+            networks.extend(inherited_teacher(stage.hparams.get("init_ckpt")))
+            continue
         checkpoint = read_checkpoint(source)
         check_features(saved_features(checkpoint, source), stage.features, f"model.teacher: {source}")
         networks.append(model_from_checkpoint(checkpoint))
     return Teacher(networks).to(stage.device)
+
+
+def inherited_teacher(init_ckpt: str | None) -> list[nn.Module]:
+    """The frozen teacher networks, weights included, that the checkpoint ``init_ckpt`` learnt from."""
+    from asc.models.architecture import build
+    from asc.training.checkpoints import ASC_KEY, model_state, read_checkpoint
+
+    if not init_ckpt:
+        raise AscError(f"model.teacher: {INHERIT} takes the teacher of model.init_ckpt, which is not set")
+    checkpoint = read_checkpoint(init_ckpt)
+    descriptions = checkpoint[ASC_KEY].get("teacher") or []
+    if not descriptions:
+        raise AscError(f"model.teacher: {INHERIT}: {init_ckpt} was trained without a teacher network "
+                       "(name its teacher's checkpoint instead, or use init)")
+    networks = []
+    for position, description in enumerate(descriptions):
+        network = build(description)
+        network.load_state_dict(model_state(checkpoint, f"teacher.networks.{position}."))
+        networks.append(network.eval())
+    return networks

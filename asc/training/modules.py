@@ -60,7 +60,8 @@ class SceneModule(L.LightningModule):
             applied to training clips as per-band log gains (``mel_log_gains``); none by default.
         device_ir_p: probability that a training clip gets a device response.
         teacher: knowledge distillation (none by default): ``init`` (the network this stage starts from),
-            checkpoint paths (an ensemble; averaged logits), or one tab-separated logits file by file name.
+            ``inherit`` (the teacher that network learnt from: the tandem for every stage after feature
+            selection), checkpoint paths (an ensemble; averaged logits), or one tab-separated logits file.
         kd_lambda: λ of λ·CE + (1 − λ)·T²·KL(teacher ‖ student); 1 is plain cross-entropy.
         kd_temperature: T.
         init_ckpt: checkpoint the fit starts from (the previous stage's); read at the start of fit only.
