@@ -6,9 +6,14 @@ import os
 import shutil
 from pathlib import Path
 
+import lightning.pytorch  # noqa: F401  (see below)
 import numpy as np
 import pytest
 import soundfile
+
+# Lightning gives its logger a console handler on sys.stderr at its first import. Imported here, under
+# pytest's session-wide capture, the handler never holds a test's capsys stream, which is closed after
+# that test and would turn every later Lightning message into a "--- Logging error ---" traceback.
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tau_mini"
 os.environ.setdefault("WANDB_MODE", "disabled")
