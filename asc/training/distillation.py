@@ -161,7 +161,7 @@ def inherited_teacher(init_ckpt: str | None) -> list[nn.Module]:
     descriptions = checkpoint[ASC_KEY].get("teacher") or []
     if not descriptions:
         raise AscError(f"model.teacher: {INHERIT}: {init_ckpt} was trained without a teacher network "
-                       "(name its teacher's checkpoint instead, or use init)")
+                       "(name the teacher itself: its checkpoint or logits file; or use init)")
     networks = []
     for position, description in enumerate(descriptions):
         network = build(description)
