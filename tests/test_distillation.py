@@ -49,7 +49,14 @@ def test_a_logits_file_round_trips_and_names_a_missing_clip(tmp_path: Path) -> N
         read_logits(tmp_path / "bad.tsv")
 
 
-def test_feature_selection_learns_from_the_tandem_it_started_from(shared_mini_root: Path, tmp_path: Path) -> None:
+def teacher_weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    """The first teacher network's weights a stage's checkpoint carries, by the plain module's keys."""
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    return {k[len("teacher.networks.0."):]: v for k, v in state.items() if k.startswith("teacher.")}
+
+
+def test_the_tandem_teaches_feature_selection_and_pruning_inherits_it(shared_mini_root: Path,
+                                                                      tmp_path: Path) -> None:
     configs = tiny_configs(tmp_path / "configs")
     start = tandem_checkpoint(tmp_path / "tandem.ckpt")
     out = tmp_path / "fs"
@@ -60,7 +67,7 @@ def test_feature_selection_learns_from_the_tandem_it_started_from(shared_mini_ro
     assert metrics["train/kd_loss"] > 0
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["asc"]["teacher"][0]["type"] == "tandem" and ckpt["asc"]["teacher"][0]["bands"] is None
-    teacher = {k[len("teacher.networks.0."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("teacher.")}
+    teacher = teacher_weights(out / "checkpoints" / "last.ckpt")
     original = torch.load(start, weights_only=True)["state_dict"]
     assert all(torch.equal(value, original[f"model.{key}"]) for key, value in teacher.items())  # frozen
     assert main(["test", "--ckpt_path", str(out / "checkpoints" / "last.ckpt"), *common]) == 0
@@ -73,22 +80,14 @@ def test_feature_selection_learns_from_the_tandem_it_started_from(shared_mini_ro
     with pytest.raises(AscError, match=r"inherit takes the teacher of model\.init_ckpt, which is not set"):
         inherited_teacher(None)
 
-
-def test_pruning_inherits_the_teacher_of_the_stage_before(shared_mini_root: Path, tmp_path: Path) -> None:
-    configs = tiny_configs(tmp_path / "configs")
-    start = tandem_checkpoint(tmp_path / "tandem.ckpt")
-    common = ["--data.root", str(shared_mini_root)]
-    fs, pruned = tmp_path / "fs", tmp_path / "pruned"
-    assert main(["fit", *layered(configs, "feature_selection"), *common, "--trainer.default_root_dir", str(fs),
-                 f"--model.init_ckpt={start}", "--model.teacher=[init]"]) == 0
-    assert main(["fit", *layered(configs, "pruning"), *common, "--trainer.default_root_dir", str(pruned),
-                 f"--model.init_ckpt={fs / 'checkpoints' / 'last.ckpt'}", "--model.teacher=[inherit]"]) == 0
+    pruned = tmp_path / "pruned"
+    prune = ["fit", *layered(configs, "pruning"), "--data.root", str(shared_mini_root), "--model.teacher=[inherit]"]
+    assert main([*prune, "--trainer.default_root_dir", str(pruned),
+                 f"--model.init_ckpt={out / 'checkpoints' / 'last.ckpt'}"]) == 0
     assert json.loads((pruned / "fit_metrics.json").read_text())["metrics"]["train/kd_loss"] > 0
     ckpt = torch.load(pruned / "checkpoints" / "last.ckpt", weights_only=True)
-    original = torch.load(start, weights_only=True)["state_dict"]
-    teacher = {k[len("teacher.networks.0."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("teacher.")}
+    teacher = teacher_weights(pruned / "checkpoints" / "last.ckpt")
     assert ckpt["asc"]["teacher"][0]["bands"] is None and teacher.keys() == {
         k[len("model."):] for k in original if k.startswith("model.")}
     assert all(torch.equal(value, original[f"model.{key}"]) for key, value in teacher.items())
-    assert main(["fit", *layered(configs, "pruning"), *common, "--trainer.default_root_dir", str(tmp_path / "no"),
-                 f"--model.init_ckpt={start}", "--model.teacher=[inherit]"]) != 0
+    assert main([*prune, "--trainer.default_root_dir", str(tmp_path / "no"), f"--model.init_ckpt={start}"]) != 0

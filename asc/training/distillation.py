@@ -150,21 +150,27 @@ def build_teacher(sources: Sequence[str], stage: Any) -> Teacher:
     return Teacher(networks).to(stage.device)
 
 
+def saved_teacher(checkpoint: dict[str, Any]) -> list[nn.Module]:
+    """Untrained networks of the teacher a checkpoint records (its weights are under ``teacher.networks.N.``):
+    what a resumed fit and ``inherit`` rebuild before loading them."""
+    from asc.models.architecture import build
+    from asc.training.checkpoints import ASC_KEY
+
+    return [build(description) for description in checkpoint[ASC_KEY].get("teacher") or []]
+
+
 def inherited_teacher(init_ckpt: str | None) -> list[nn.Module]:
     """The frozen teacher networks, weights included, that the checkpoint ``init_ckpt`` learnt from."""
-    from asc.models.architecture import build
-    from asc.training.checkpoints import ASC_KEY, model_state, read_checkpoint
+    from asc.training.checkpoints import model_state, read_checkpoint
 
     if not init_ckpt:
         raise AscError(f"model.teacher: {INHERIT} takes the teacher of model.init_ckpt, which is not set")
     checkpoint = read_checkpoint(init_ckpt)
-    descriptions = checkpoint[ASC_KEY].get("teacher") or []
-    if not descriptions:
+    networks = saved_teacher(checkpoint)
+    if not networks:
         raise AscError(f"model.teacher: {INHERIT}: {init_ckpt} was trained without a teacher network "
                        "(name the teacher itself: its checkpoint or logits file; or use init)")
-    networks = []
-    for position, description in enumerate(descriptions):
-        network = build(description)
+    for position, network in enumerate(networks):
         network.load_state_dict(model_state(checkpoint, f"teacher.networks.{position}."))
-        networks.append(network.eval())
+        network.eval()
     return networks

@@ -29,7 +29,7 @@ from asc.errors import AscError
 from asc.models.architecture import build, describe
 from asc.training.augment import device_response, freq_mixstyle, frequency_mask, mixup, random_roll
 from asc.training.checkpoints import ASC_KEY, check_features, read_checkpoint, saved_features
-from asc.training.distillation import INIT, Teacher, build_teacher, kd_loss
+from asc.training.distillation import INIT, Teacher, build_teacher, kd_loss, saved_teacher
 from asc.training.metrics import SceneMetrics, scalar_logs
 from asc.training.reports import log_report_to_wandb, say, write_fit_metrics, write_report
 
@@ -324,8 +324,8 @@ class SceneModule(L.LightningModule):
         check_features(saved_features(checkpoint, path), self.features, str(path))
         self.history = list(saved.get("history", []))
         self.model = self.restore_network(checkpoint).to(self.device)
-        if saved.get("teacher"):
-            self.teacher = Teacher([build(description) for description in saved["teacher"]]).to(self.device)
+        if networks := saved_teacher(checkpoint):
+            self.teacher = Teacher(networks).to(self.device)
 
     def restore_network(self, checkpoint: dict[str, Any]) -> nn.Module:
         """An untrained network of the checkpoint's architecture (its weights load afterwards)."""
