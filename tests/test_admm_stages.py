@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import nn
 
+from asc.compress.admm import ADMM
 from asc.data.features import FeatureSettings
 from asc.models import BCResNet, MomentsLinear, Tandem
 from asc.training import admm_stages
 from asc.training.admm_stages import FeatureSelectionStage, PruningStage
-from asc.training.callbacks import ADMMPhases
+from asc.training.callbacks import ADMMPhases, report_convergence
 from asc.training.checkpoints import network_checkpoint
 
 FEATURES = FeatureSettings(n_mels=64)
@@ -72,6 +76,7 @@ def test_pruning_resumes_admm_with_its_structure_and_duals(tmp_path: Path, monke
         assert any(t.abs().sum() > 0 for t in restored)
         assert all(torch.equal(a, b) for a, b in zip(saved, restored, strict=True))
     assert resumed.admm is again.admm  # the stage's penalty uses the callback's state
+    assert again.admm.residuals == phases.admm.residuals and len(phases.admm.residuals) == 2  # start, 1 update
 
 
 def test_feature_selection_resumes_without_its_init_checkpoint(tmp_path: Path) -> None:
@@ -100,3 +105,22 @@ def test_the_constraint_is_applied_with_the_saved_structure(tmp_path: Path) -> N
     phases.finish(stage)
     assert stage.compressed and stage.admm is None and stage.network.cnn.widths == widths
     assert stage.complexity().params <= 8_000 and stage.history[-1]["widths"] == widths
+
+
+def test_the_update_epochs_say_how_close_they_came_and_warn_when_not_closer(capsys: pytest.CaptureFixture) -> None:
+    """A run whose ADMM term diverges (the built-in pruning's first settings) applies the constraint anyway; the
+    user learns that the weights did not approach it, and which keys explain why."""
+    keep = torch.tensor([1.0, 0.0])
+    admm = ADMM([nn.Parameter(torch.tensor([1.0, -0.5]))], lambda tensors: [t * keep for t in tensors])
+    hp = SimpleNamespace(primal_lr=0.005, rho=1.0, dual_lr=1.0, update_every=4, momentum=0.9, weight_decay=1e-3)
+    admm.residuals.append(0.2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report_convergence(admm, hp)  # closer: one line, no warning
+    assert capsys.readouterr().out == "ADMM: primal residual ||W - Z|| 0.5 -> 0.2 after 1 dual updates\n"
+    admm.residuals.append(0.7)
+    with pytest.warns(UserWarning, match=r"0\.5 -> 0\.7.*model\.update_every=4 the ADMM term alone diverges "
+                                         r"\(factor 1\.06\d per dual update\): raise model\.update_every"):
+        report_convergence(admm, hp)
+    with pytest.warns(UserWarning, match=r"contracts \(factor 0\.57\d per dual update\)"):
+        report_convergence(admm, SimpleNamespace(**{**vars(hp), "dual_lr": 0.3, "update_every": 16}))

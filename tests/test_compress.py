@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from asc.compress.admm import ADMM
+from asc.compress.admm import ADMM, contraction
 from asc.compress.complexity import Complexity, bcresnet_count, count_complexity
 from asc.compress.feature_selection import check_keep, drop_bands, select_top, top_c_projection
 from asc.compress.pruning import (
@@ -62,6 +62,30 @@ def test_admm_drives_a_quadratic_problem_to_the_constraint() -> None:
             admm.update()
     assert admm.update() < 0.05  # W ends (nearly) feasible: two non-zero entries
     assert torch.allclose(w.detach()[:2], target[:2], atol=0.05) and w.detach()[2:].abs().max() < 0.05
+
+
+@pytest.mark.parametrize(("dual_lr", "update_every"), [(1.0, 4), (0.3, 16), (1.0, 32)])
+def test_contraction_predicts_whether_the_admm_term_reaches_the_constraint(dual_lr: float, update_every: int) -> None:
+    """The ADMM term alone under torch's SGD (lr 0.005, momentum 0.9, weight decay 0.001, as the stages train)
+    with a fixed structure, as pruning has: a dual step of 1 every 4 steps outpaces the primal steps and the
+    residual grows; slower dual periods converge, as ``contraction`` says."""
+    rate = contraction(0.005, 1.0, dual_lr, update_every, momentum=0.9, weight_decay=1e-3)
+    keep = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    w = nn.Parameter(torch.tensor([1.0, -0.05, 0.8, 0.02]))
+    admm = ADMM([w], lambda tensors: [t * keep for t in tensors], rho=1.0, dual_lr=dual_lr)
+    optimizer = torch.optim.SGD([w], lr=0.005, momentum=0.9, weight_decay=1e-3)
+    for step in range(128 * update_every):
+        optimizer.zero_grad()
+        admm.penalty().backward()
+        optimizer.step()
+        if step % update_every == update_every - 1:
+            admm.update()
+    first, last = admm.residuals[0], admm.residuals[-1]
+    assert len(admm.residuals) == 129 and first == pytest.approx((0.05**2 + 0.02**2) ** 0.5)  # Z = Π(W) at the start
+    if rate >= 1:
+        assert (dual_lr, update_every) == (1.0, 4) and last > 100 * first
+    else:
+        assert last < 1e-3 * first
 
 
 def _toy_graph() -> tuple[list[ChannelGroup], nn.Conv2d, nn.Conv2d]:

@@ -12,9 +12,11 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
 
-from asc.compress.admm import ADMM
+from asc.compress.admm import ADMM, contraction
 from asc.errors import AscError
+from asc.training.reports import say
 
 SHAPES = ("exponential", "cosine", "linear")
 
@@ -127,6 +129,7 @@ class ADMMPhases(Callback):
 
     def finish(self, pl_module: L.LightningModule) -> None:
         """Phase 3 begins: the stage applies the constraint and removes what it zeroes."""
+        report_convergence(self.admm, pl_module.hparams)
         pl_module.finish_admm(self.admm, self.constraint_state)
         self.admm = None
         pl_module.admm = None
@@ -159,3 +162,21 @@ class ADMMPhases(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.resumed = dict(state_dict) or None
+
+
+def report_convergence(admm: ADMM, hp: Any) -> None:
+    """One line on how far the update epochs brought W towards the constraint, and a warning when they did
+    not bring it closer at all: the projection then removes as much as without ADMM, and fine-tuning has to
+    recover it. The warning names what the optimiser's settings say about it (``contraction``)."""
+    first, last = admm.residuals[0], admm.residuals[-1]
+    updates = len(admm.residuals) - 1
+    say(f"ADMM: primal residual ||W - Z|| {first:.4g} -> {last:.4g} after {updates} dual updates")
+    if updates == 0 or last < first:
+        return
+    rate = contraction(hp.primal_lr, hp.rho, hp.dual_lr, hp.update_every, hp.momentum, hp.weight_decay)
+    kind = "diverges" if rate >= 1 else "contracts"
+    rank_zero_warn(
+        f"ADMM did not bring the weights closer to the constraint (||W - Z|| {first:.4g} -> {last:.4g}); at "
+        f"model.primal_lr={hp.primal_lr}, model.dual_lr={hp.dual_lr}, model.update_every={hp.update_every} the ADMM "
+        f"term alone {kind} (factor {rate:.3f} per dual update): raise model.update_every or lower model.dual_lr "
+        f"(README: The ADMM engine)")
