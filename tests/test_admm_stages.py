@@ -12,6 +12,7 @@ from torch import nn
 
 from asc.compress.admm import ADMM
 from asc.data.features import FeatureSettings
+from asc.errors import AscError
 from asc.models import BCResNet, MomentsLinear, Tandem
 from asc.training import admm_stages
 from asc.training.admm_stages import FeatureSelectionStage, PruningStage
@@ -124,3 +125,40 @@ def test_the_update_epochs_say_how_close_they_came_and_warn_when_not_closer(caps
         report_convergence(admm, hp)
     with pytest.warns(UserWarning, match=r"contracts \(factor 0\.57\d per dual update\)"):
         report_convergence(admm, SimpleNamespace(**{**vars(hp), "dual_lr": 0.3, "update_every": 16}))
+
+
+def _trainer(step: int, batches: int = 10) -> SimpleNamespace:
+    return SimpleNamespace(global_step=step, num_training_batches=batches, accumulate_grad_batches=1)
+
+
+def test_warm_up_steps_rank_the_bands_before_the_first_projection(tmp_path: Path) -> None:
+    """At step 0 every band's mask is one: Π(W) would be a tie that keeps the lowest bands. With warm-up steps
+    Z is formed from the mask training left, so the bands it pulled down are the ones ADMM drives to zero."""
+    stage = FeatureSelectionStage(keep_bands=32, warmup_steps=3, features=FEATURES)
+    stage.start_from(str(_tandem_checkpoint(tmp_path / "tandem.ckpt")))
+    phases = ADMMPhases(update_epochs=1)
+    phases.on_train_start(_trainer(0), stage)
+    assert phases.admm is None and stage.penalty() == 0.0  # warm-up: the task loss alone
+    with torch.no_grad():  # what three steps of training left: the upper bands pulled up
+        stage.band_mask.weight.add_(torch.linspace(-0.01, 0.01, 64))
+    phases.on_train_batch_start(_trainer(2), stage, None, 2)
+    assert phases.admm is None
+    phases.on_train_batch_start(_trainer(3), stage, None, 3)
+    kept = torch.nonzero(phases.admm.auxiliaries[0]).flatten().tolist()
+    assert kept == list(range(32, 64)) and stage.admm is phases.admm
+    phases.on_train_batch_start(_trainer(4), stage, None, 4)  # formed once
+    assert phases.admm.residuals == [pytest.approx(phases.admm.distance())] and len(phases.admm.residuals) == 1
+
+    untrained = FeatureSelectionStage(keep_bands=32, features=FEATURES)
+    untrained.start_from(str(tmp_path / "tandem.ckpt"))
+    without = ADMMPhases(update_epochs=1)  # no warm-up: the tie at step 0 keeps the lowest bands
+    without.on_train_start(_trainer(0), untrained)
+    assert torch.nonzero(without.admm.auxiliaries[0]).flatten().tolist() == list(range(32))
+
+
+def test_warm_up_longer_than_the_update_epochs_is_refused_before_training() -> None:
+    stage = FeatureSelectionStage(keep_bands=32, warmup_steps=20, features=FEATURES)
+    with pytest.raises(AscError, match=r"^model\.warmup_steps: 20 leaves no ADMM step in the 20 steps"):
+        ADMMPhases(update_epochs=2).on_train_start(_trainer(0), stage)
+    with pytest.raises(AscError, match=r"^model\.warmup_steps: -1 must not be negative"):
+        FeatureSelectionStage(warmup_steps=-1, features=FEATURES)

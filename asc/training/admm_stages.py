@@ -54,6 +54,10 @@ class ADMMStage(SceneModule, ABC):
         dual_lr: fixed step size of the dual ascent U ← U + η(W − Z).
         rho: ρ of the augmented Lagrangian term.
         update_every: training steps between Z/U updates.
+        warmup_steps: steps of the first update epoch that train without the ADMM term before Z = Π(W) is
+            first formed. Feature selection needs them: its mask starts at one for every band, so Π(W) at
+            step 0 is a tie that keeps the lowest bands, and a converging ADMM holds its first choice to the
+            end. A few steps of the task's gradient rank the bands first (which masks it pulls down).
     """
 
     def __init__(
@@ -62,12 +66,15 @@ class ADMMStage(SceneModule, ABC):
         dual_lr: float = 1.0,
         rho: float = 1.0,
         update_every: int = 16,
+        warmup_steps: int = 0,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("lr", primal_lr)
         super().__init__(**kwargs)
         if update_every < 1:
             raise AscError(f"model.update_every: {update_every} must be at least 1")
+        if warmup_steps < 0:
+            raise AscError(f"model.warmup_steps: {warmup_steps} must not be negative")
         for key, value in (("rho", rho), ("dual_lr", dual_lr), ("primal_lr", primal_lr)):
             if value <= 0:
                 raise AscError(f"model.{key}: {value} must be positive")

@@ -135,8 +135,21 @@ class ADMMPhases(Callback):
         pl_module.admm = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not pl_module.compressed and self.admm is None:
+        if pl_module.compressed or self.admm is not None:
+            return
+        warmup = pl_module.hparams.warmup_steps
+        update_steps = self.update_epochs * trainer.num_training_batches // trainer.accumulate_grad_batches
+        if warmup and warmup >= update_steps:
+            raise AscError(f"model.warmup_steps: {warmup} leaves no ADMM step in the {update_steps} steps of the "
+                           f"update epochs (ADMMPhases.update_epochs={self.update_epochs})")
+        if trainer.global_step >= warmup:
             self.start(pl_module)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        """After ``model.warmup_steps`` steps without the ADMM term, Z = Π(W) is formed from the trained W."""
+        if self.admm is None and not pl_module.compressed and trainer.global_step >= pl_module.hparams.warmup_steps:
+            self.start(pl_module)
+            say(f"ADMM: Z = Pi(W) formed after {trainer.global_step} warm-up steps")
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch >= self.update_epochs and not pl_module.compressed:
