@@ -131,7 +131,8 @@ def _trainer(step: int, batches: int = 10) -> SimpleNamespace:
     return SimpleNamespace(global_step=step, num_training_batches=batches, accumulate_grad_batches=1)
 
 
-def test_warm_up_steps_rank_the_bands_before_the_first_projection(tmp_path: Path) -> None:
+def test_warm_up_steps_rank_the_bands_before_the_first_projection(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
     """At step 0 every band's mask is one: Π(W) would be a tie that keeps the lowest bands. With warm-up steps
     Z is formed from the mask training left, so the bands it pulled down are the ones ADMM drives to zero."""
     stage = FeatureSelectionStage(keep_bands=32, warmup_steps=3, features=FEATURES)
@@ -148,6 +149,10 @@ def test_warm_up_steps_rank_the_bands_before_the_first_projection(tmp_path: Path
     assert kept == list(range(32, 64)) and stage.admm is phases.admm
     phases.on_train_batch_start(_trainer(4), stage, None, 4)  # formed once
     assert phases.admm.residuals == [pytest.approx(phases.admm.distance())] and len(phases.admm.residuals) == 1
+    capsys.readouterr()
+    phases.finish(stage)
+    assert stage.network.bands == list(range(32, 64))
+    assert "  their mask ended between 1.000 and 1.010; it goes with the dropped bands" in capsys.readouterr().out
 
     untrained = FeatureSelectionStage(keep_bands=32, features=FEATURES)
     untrained.start_from(str(tmp_path / "tandem.ckpt"))

@@ -171,9 +171,12 @@ class FeatureSelectionStage(ADMMStage):
 
     def compress(self, admm: ADMM, state: dict[str, Any]) -> None:
         selected = self.agree(select_top(admm.auxiliaries[0], self.hparams.keep_bands).tolist(), "selected bands")
+        kept = self.band_mask.weight.detach()[selected]
         self.model = drop_bands(self.network, selected)
         self.band_mask = None
         say(f"selected {len(self.network.bands)} mel bands: {self.network.bands}")
+        say(f"  their mask ended between {float(kept.min()):.3f} and {float(kept.max()):.3f}; it goes with the "
+            f"dropped bands (fine-tuning sees the kept rows unscaled)")
 
     def compression_details(self) -> dict[str, Any]:
         return {"bands": self.network.bands}
