@@ -56,23 +56,27 @@ def test_shipped_layers_parse_with_every_stage(recipe: str, tmp_path: Path, caps
         assert init["teacher"] == TEACHERS.get(stage)  # the tandem teaches every compression stage
 
 
+@pytest.mark.parametrize("stage", ["feature_selection", "pruning"])
 @pytest.mark.parametrize("recipe", ["builtin", "dcase2022"])
-def test_the_shipped_pruning_admm_contracts_over_its_learning_rates(recipe: str, capsys: pytest.CaptureFixture) -> None:
-    """The pruning configs' dual step and period keep the ADMM term convergent from the initial primal learning
-    rate down to the annealed one (the built-in's first settings diverged: 1.06 per dual update)."""
+def test_the_shipped_admm_stages_contract_over_their_learning_rates(recipe: str, stage: str,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    """The ADMM configs' dual step and period keep the ADMM term convergent from the initial primal learning
+    rate down to the annealed one (the built-in's first settings diverged: 1.06 per dual update). Feature
+    selection warms its mask up first: converging from the tie of an all-ones mask would keep the lowest bands."""
     from asc.cli.pipeline import layered
     from asc.compress.admm import contraction
 
     with pytest.raises(SystemExit):
-        main(["fit", *layered([CONFIGS.parent / recipe], "pruning"), "--print_config"])
+        main(["fit", *layered([CONFIGS.parent / recipe], stage), "--print_config"])
     config = yaml.safe_load(capsys.readouterr().out)
     hp = config["model"]["init_args"]
     callbacks = config["trainer"]["callbacks"]
     final = [c["init_args"]["final_lr"] for c in callbacks if c["class_path"].endswith("Annealing")]
-    assert final, "the pruning configs anneal the primal learning rate"
+    assert final, "the ADMM configs anneal the primal learning rate"
     for lr in (hp["primal_lr"], *final):
         rate = contraction(lr, hp["rho"], hp["dual_lr"], hp["update_every"], hp["momentum"], hp["weight_decay"])
         assert rate < 1, (recipe, lr, rate)
+    assert (hp["warmup_steps"] > 0) == (stage == "feature_selection")
 
 
 def test_the_shipped_plus_recipe_is_the_report_with_every_addition_and_honest_selection(

@@ -42,7 +42,7 @@ def tiny_configs(folder: Path) -> Path:
         if stage == "tandem":
             init["width"] = 1
         if stage == "feature_selection":
-            init.update(keep_bands=32, update_every=1)
+            init.update(keep_bands=32, update_every=1, warmup_steps=0)  # one step per epoch here
         if stage == "pruning":
             init.update(max_params=8_000, max_macs=1_000_000, update_every=1)  # the tandem has 10,385
         if stage == "qat":
