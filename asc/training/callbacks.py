@@ -142,12 +142,16 @@ class ADMMPhases(Callback):
         if warmup and warmup >= update_steps:
             raise AscError(f"model.warmup_steps: {warmup} leaves no ADMM step in the {update_steps} steps of the "
                            f"update epochs (ADMMPhases.update_epochs={self.update_epochs})")
-        if trainer.global_step >= warmup:
+        if self.due(trainer, pl_module):
             self.start(pl_module)
+
+    def due(self, trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
+        """Whether the ADMM term should start now: not yet started, not compressed, the warm-up steps done."""
+        return self.admm is None and not pl_module.compressed and trainer.global_step >= pl_module.hparams.warmup_steps
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         """After ``model.warmup_steps`` steps without the ADMM term, Z = Π(W) is formed from the trained W."""
-        if self.admm is None and not pl_module.compressed and trainer.global_step >= pl_module.hparams.warmup_steps:
+        if self.due(trainer, pl_module):
             self.start(pl_module)
             say(f"ADMM: Z = Pi(W) formed after {trainer.global_step} warm-up steps")
 
