@@ -150,9 +150,11 @@ def test_warm_up_steps_rank_the_bands_before_the_first_projection(tmp_path: Path
     phases.on_train_batch_start(_trainer(4), stage, None, 4)  # formed once
     assert phases.admm.residuals == [pytest.approx(phases.admm.distance())] and len(phases.admm.residuals) == 1
     capsys.readouterr()
+    mask = stage.band_mask.weight.detach()[32:].tolist()
     phases.finish(stage)
     assert stage.network.bands == list(range(32, 64))
-    assert "  their mask ended between 1.000 and 1.010; it goes with the dropped bands" in capsys.readouterr().out
+    assert stage.network.gains == mask, "the kept bands keep their mask entries as gains"
+    assert "  their mask ended between 1.000 and 1.010; it stays as each band's gain" in capsys.readouterr().out
 
     untrained = FeatureSelectionStage(keep_bands=32, features=FEATURES)
     untrained.start_from(str(tmp_path / "tandem.ckpt"))

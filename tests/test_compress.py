@@ -207,3 +207,7 @@ def test_dropped_bands_keep_the_linear_models_selected_weights() -> None:
     assert smaller.bands == bands and torch.equal(smaller(x), smaller.classify(x[:, :, bands]))
     with pytest.raises(AscError, match="sub-bands do not divide"):
         drop_bands(tandem, list(range(50)))
+    gains = torch.linspace(-1.5, 2.2, 32)
+    scaled = drop_bands(tandem, bands, gains.tolist()).eval()  # the mask stays: the same function as masked
+    assert scaled.gains == gains.tolist()
+    assert torch.equal(scaled(x), scaled.classify(x[:, :, bands] * gains.view(1, 1, -1, 1)))

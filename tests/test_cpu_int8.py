@@ -18,6 +18,7 @@ from asc.compress import quantization
 from asc.compress.cpu_int8 import export_onnx_cpu
 from asc.data.features import FeatureSettings
 from asc.errors import AscError
+from asc.models import Tandem
 from asc.training.checkpoints import network_checkpoint
 from tests.test_cli import _error
 from tests.test_quantization import N_BANDS, N_FRAMES, calibrate, inputs, one_thread, tandem  # noqa: F401
@@ -88,6 +89,24 @@ def test_the_ranges_come_from_the_quantizers(tmp_path: Path) -> None:
     export_onnx_cpu(model, EXAMPLE, tmp_path / "wrong.onnx")
     wrong = compare(reference, quantization.run_onnx(tmp_path / "wrong.onnx", x.numpy()), quantized=True)
     assert not wrong.correct, wrong
+
+
+def test_the_kept_bands_gains_are_in_the_cpu_form(tmp_path: Path) -> None:
+    """After feature selection the network scales each kept row by its mask entry (a sign may flip): the CPU
+    form multiplies after its Gather, and without that product it would fail the gate."""
+    float_model = tandem()
+    gains = torch.linspace(-1.5, 2.2, N_BANDS).tolist()
+    model = calibrate(Tandem(float_model.linear, float_model.cnn, zero_init=False, n_mels=N_BANDS,
+                             bands=range(N_BANDS), gains=gains)).eval()
+    export_onnx_cpu(model, EXAMPLE, tmp_path / "gains.onnx")
+    nodes = [node.op_type for node in onnx.load(str(tmp_path / "gains.onnx")).graph.node]
+    assert nodes[:2] == ["Gather", "Mul"]
+    x = inputs(128, 6) * 3
+    ours = quantization.run_onnx(tmp_path / "gains.onnx", x.numpy())
+    with torch.no_grad():
+        assert compare(model(x).numpy(), ours, quantized=True).correct
+        model.input_bands.gain = None  # the same network reading the rows unscaled
+        assert not compare(model(x).numpy(), ours, quantized=True).correct
 
 
 @pytest.mark.parametrize("part", ["cnn", "linear"])

@@ -101,3 +101,23 @@ def test_architecture_round_trip() -> None:
     rebuilt.load_state_dict(tandem.state_dict())
     x = torch.randn(2, 1, 64, 34)
     assert torch.equal(rebuilt.eval()(x), tandem.eval()(x))
+
+
+def test_the_kept_bands_gains_scale_their_rows_compose_and_survive_the_description() -> None:
+    """Feature selection keeps each kept band's mask entry as its gain (report eq. 1: f(w ⊙ X)); a checkpoint
+    rebuilds the same network from its description, and a second selection multiplies into the first."""
+    gains = torch.linspace(-1.5, 2.2, 32)
+    tandem = Tandem(MomentsLinear(32), BCResNet(n_bands=32, width=1), zero_init=False, n_mels=64,
+                    bands=range(0, 64, 2), gains=gains.tolist()).eval()
+    x = torch.randn(2, 1, 64, 34)
+    assert torch.equal(tandem.input_bands(x), x[:, :, 0::2] * gains.view(1, 1, -1, 1))
+    assert torch.equal(tandem(x), tandem.classify(x[:, :, 0::2] * gains.view(1, 1, -1, 1)))
+    rebuilt = build(describe(tandem))
+    assert rebuilt.gains == tandem.gains == gains.tolist()
+    rebuilt.load_state_dict(tandem.state_dict())  # the gains are not weights: the description carries them
+    assert torch.equal(rebuilt.eval()(x), tandem(x))
+    again = tandem.input_bands.compose([1, 3], [2.0, -1.0])
+    assert again.bands == [2, 6] and again.gains == pytest.approx([2 * float(gains[1]), -float(gains[3])])
+    assert tandem.input_bands.compose([1, 3]).gains == pytest.approx(gains[[1, 3]].tolist())
+    with pytest.raises(AscError, match=r"^gains: 3 values, but 32 selected bands"):
+        Tandem(MomentsLinear(32), BCResNet(n_bands=32, width=1), n_mels=64, bands=range(0, 64, 2), gains=[1.0] * 3)

@@ -2,8 +2,9 @@
 
 During the ADMM phase the network sees ``x ⊙ w`` with a learnable w; the projection keeps the C
 largest |w|. For fine-tuning the selected bands are dropped physically: the network's first layer (its
-``BandSelection``) then passes on only those rows, so its MACs fall with them and the linear part's
-moments use only the selected bands, while its input stays the front end's full log-mel.
+``BandSelection``) then passes on only those rows, scaled by their mask entries, so its MACs fall with
+them and the linear part's moments use only the selected bands, while its input stays the front end's
+full log-mel.
 """
 
 from __future__ import annotations
@@ -63,11 +64,12 @@ class BandMask(nn.Module):
         return x * self.weight.view(1, 1, -1, 1)
 
 
-def drop_bands(model: Tandem, bands: Sequence[int]) -> Tandem:
-    """The tandem whose layers see only rows ``bands`` (sorted indices into the rows they saw so far):
-    BC-ResNet weights carry over unchanged (its convolutions do not depend on the number of rows), the
-    linear part keeps the weights and moment statistics of the selected bands, and the input stays the
-    front end's log-mel (the selection layer composes with any earlier one)."""
+def drop_bands(model: Tandem, bands: Sequence[int], gains: Sequence[float] | None = None) -> Tandem:
+    """The tandem whose layers see only rows ``bands`` (sorted indices into the rows they saw so far),
+    each scaled by its entry of ``gains`` (the mask, so that the smaller network computes what the masked
+    one did): BC-ResNet weights carry over unchanged (its convolutions do not depend on the number of
+    rows), the linear part keeps the weights and moment statistics of the selected bands, and the input
+    stays the front end's log-mel (the selection layer composes with any earlier one)."""
     index = torch.as_tensor(list(bands), dtype=torch.long)
     linear = model.linear
     n_moments = linear.n_features // linear.n_bands
@@ -85,6 +87,6 @@ def drop_bands(model: Tandem, bands: Sequence[int]) -> Tandem:
     description["n_bands"] = len(index)
     cnn = build(description)
     cnn.load_state_dict(model.cnn.state_dict())
-    selection = model.input_bands.compose(index.tolist())
-    return Tandem(smaller, cnn, zero_init=False, n_mels=selection.n_mels, bands=selection.bands).to(
-        linear.classifier.weight.device)
+    selection = model.input_bands.compose(index.tolist(), gains)
+    return Tandem(smaller, cnn, zero_init=False, n_mels=selection.n_mels, bands=selection.bands,
+                  gains=selection.gains).to(linear.classifier.weight.device)

@@ -1,9 +1,9 @@
 """Architecture descriptions: every checkpoint carries one, so any stage's model rebuilds without its config.
 
 A description is a plain dict (JSON- and ``weights_only``-safe), e.g.
-``{"type": "tandem", "n_mels": 256, "bands": [...], "linear": {...}, "cnn": {"type": "bcresnet", ...}}``.
+``{"type": "tandem", "n_mels": 256, "bands": [...], "gains": [...], "linear": {...}, "cnn": {...}}``.
 It states the network's input contract too: every network takes ``(batch, 1, n_mels, frames)`` log-mels
-(``model.n_mels``), and a tandem's ``bands`` are the rows its layers see (feature selection).
+(``model.n_mels``), and a tandem's ``bands`` are the rows its layers see (feature selection), scaled by ``gains``.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ def describe(model: nn.Module) -> dict[str, Any]:
             "resnorm_lambda": model.input_norm.lam,
         }
     if isinstance(model, Tandem):
-        return {"type": "tandem", "n_mels": model.n_mels, "bands": model.bands, "linear": describe(model.linear),
-                "cnn": describe(model.cnn)}
+        return {"type": "tandem", "n_mels": model.n_mels, "bands": model.bands, "gains": model.gains,
+                "linear": describe(model.linear), "cnn": describe(model.cnn)}
     raise TypeError(f"no architecture description for {type(model).__name__}")
 
 
@@ -48,5 +48,5 @@ def build(description: dict[str, Any]) -> nn.Module:
         return BCResNet(**options)
     if kind == "tandem":
         return Tandem(build(options["linear"]), build(options["cnn"]), zero_init=False, n_mels=options.get("n_mels"),
-                      bands=options.get("bands"))
+                      bands=options.get("bands"), gains=options.get("gains"))
     raise AscError(f"unknown architecture type {kind!r} (expected linear, bcresnet or tandem)")

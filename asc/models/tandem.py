@@ -19,15 +19,16 @@ class Tandem(nn.Module):
     zeroing every layer would leave every gradient zero and the network could never learn.
 
     The tandem takes the front end's full log-mel (``n_mels`` rows); ``bands`` (feature selection)
-    are the rows its two parts see, selected by its first layer.
+    are the rows its two parts see, selected by its first layer, each scaled by its ``gains`` entry (the
+    feature-selection mask of that band; None: no scaling).
     """
 
     def __init__(self, linear: MomentsLinear, cnn: BCResNet, zero_init: bool = True, n_mels: int | None = None,
-                 bands: Sequence[int] | None = None) -> None:
+                 bands: Sequence[int] | None = None, gains: Sequence[float] | None = None) -> None:
         super().__init__()
         if linear.n_bands != cnn.n_bands:
             raise ValueError(f"linear model has {linear.n_bands} bands, BC-ResNet {cnn.n_bands}")
-        self.input_bands = BandSelection(n_mels if n_mels is not None else cnn.n_bands, bands)
+        self.input_bands = BandSelection(n_mels if n_mels is not None else cnn.n_bands, bands, gains)
         if self.input_bands.n_bands != cnn.n_bands:
             raise ValueError(f"{self.input_bands.n_bands} selected bands, but the parts take {cnn.n_bands}")
         self.linear = linear
@@ -48,6 +49,10 @@ class Tandem(nn.Module):
     @property
     def bands(self) -> list[int] | None:
         return self.input_bands.bands
+
+    @property
+    def gains(self) -> list[float] | None:
+        return self.input_bands.gains
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classify(self.input_bands(x))

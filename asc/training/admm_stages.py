@@ -171,12 +171,12 @@ class FeatureSelectionStage(ADMMStage):
 
     def compress(self, admm: ADMM, state: dict[str, Any]) -> None:
         selected = self.agree(select_top(admm.auxiliaries[0], self.hparams.keep_bands).tolist(), "selected bands")
-        kept = self.band_mask.weight.detach()[selected]
-        self.model = drop_bands(self.network, selected)
+        kept = self.band_mask.weight.detach()[selected].cpu()
+        self.model = drop_bands(self.network, selected, kept.tolist())
         self.band_mask = None
         say(f"selected {len(self.network.bands)} mel bands: {self.network.bands}")
-        say(f"  their mask ended between {float(kept.min()):.3f} and {float(kept.max()):.3f}; it goes with the "
-            f"dropped bands (fine-tuning sees the kept rows unscaled)")
+        say(f"  their mask ended between {float(kept.min()):.3f} and {float(kept.max()):.3f}; it stays as each "
+            f"band's gain in the network's input selection (fine-tuning sees the rows the masked network saw)")
 
     def compression_details(self) -> dict[str, Any]:
         return {"bands": self.network.bands}
@@ -254,7 +254,8 @@ class PruningStage(ADMMStage):
         graph = bcresnet_graph(network.cnn)
         mask_channels(network.cnn, graph, structure)
         smaller = prune_physically(network.cnn, graph, structure)
-        self.model = Tandem(network.linear, smaller, zero_init=False, n_mels=network.n_mels, bands=network.bands)
+        self.model = Tandem(network.linear, smaller, zero_init=False, n_mels=network.n_mels, bands=network.bands,
+                            gains=network.gains)
         counted = count_complexity(self.model, self.features.n_frames)
         hp = self.hparams
         if counted.params > hp.max_params or counted.macs > hp.max_macs:
