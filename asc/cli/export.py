@@ -78,7 +78,8 @@ def front_end(features: FeatureSettings, bands: list[int] | None, complexity: di
                       "mel": "librosa.filters.mel(htk=False, norm='slaney')", "log": "log(mel + log_offset)",
                       "normalisation": "none: the network normalises (ResNorm, moment batch norm)"},
         "bands": bands,
-        "bands_note": "selected inside the network (a Gather on the input); feed all n_mels bands",
+        "bands_note": "selected inside the network (a Gather on the input, then each row times its feature-"
+                      "selection gain); feed all n_mels bands",
         "complexity": complexity,
     }
 
