@@ -151,7 +151,9 @@ def test_a_resumed_fit_repeats_the_uninterrupted_one(mini_root: Path, tmp_path: 
     assert ours["epoch"] == theirs["epoch"] == 2
     assert all(torch.equal(ours["state_dict"][k], theirs["state_dict"][k]) for k in theirs["state_dict"])
     runs = sorted((parts / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and len({run.name.rsplit("-", 1)[1] for run in runs}) == 1  # resumed: the same run id
+    # offline-run-<date>_<time>-<id>, and "-1" after it when both runs started in the same second
+    ids = {run.name.split("-")[3] for run in runs}
+    assert len(runs) == 2 and len(ids) == 1, [run.name for run in runs]  # resumed: the same run id
 
 
 def test_an_output_folder_that_cannot_be_written_gets_one_line(mini_root: Path, tmp_path: Path,
