@@ -121,3 +121,5 @@ def test_the_kept_bands_gains_scale_their_rows_compose_and_survive_the_descripti
     assert tandem.input_bands.compose([1, 3]).gains == pytest.approx(gains[[1, 3]].tolist())
     with pytest.raises(AscError, match=r"^gains: 3 values, but 32 selected bands"):
         Tandem(MomentsLinear(32), BCResNet(n_bands=32, width=1), n_mels=64, bands=range(0, 64, 2), gains=[1.0] * 3)
+    with pytest.raises(AscError, match=r"^gains: 1 values, but 2 selected bands"):
+        tandem.input_bands.compose([1, 3], [2.0])

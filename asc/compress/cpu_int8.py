@@ -304,7 +304,7 @@ def _network(g: _Graph, x: str, model: nn.Module, frames: int) -> str:
         if model.input_bands.index is not None:
             x = g.op("Gather", x, g.const(model.input_bands.index.cpu().numpy(), np.int64), axis=2)
         if model.input_bands.gain is not None:  # the feature-selection mask of the kept bands, in float
-            x = g.op("Mul", x, g.const(model.input_bands.gain.cpu().numpy(), np.float32))
+            x = g.op("Mul", x, g.const(model.input_bands.gain.cpu().numpy()))
         return g.op("Add", _moments_linear(g, x, model.linear), _bcresnet(g, x, model.cnn, frames))
     if isinstance(model, BCResNet):
         return _bcresnet(g, x, model, frames)

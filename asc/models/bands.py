@@ -35,7 +35,7 @@ class BandSelection(nn.Module):
         super().__init__()
         self.n_mels = n_mels
         self.bands = None if bands is None else [int(b) for b in bands]
-        self.gains = None if gains is None else [float(g) for g in gains]
+        self.gains = None if gains is None else check_gains(gains, self.bands)
         index = gain = None
         if self.bands is not None:
             ordered = self.bands == sorted(set(self.bands))
@@ -43,9 +43,6 @@ class BandSelection(nn.Module):
                 raise AscError(f"bands: {self.bands} must be distinct ascending indices below n_mels={n_mels}")
             index = torch.tensor(self.bands, dtype=torch.long)
         if self.gains is not None:
-            if self.bands is None or len(self.gains) != len(self.bands):
-                raise AscError(f"gains: {len(self.gains)} values, but {len(self.bands) if self.bands else 'no'} "
-                               f"selected bands (one gain per selected band)")
             gain = torch.tensor(self.gains).view(1, 1, -1, 1)
         self.register_buffer("index", index)
         # Not in the state_dict: the architecture description carries the gains, as it carries the bands.
@@ -70,7 +67,13 @@ class BandSelection(nn.Module):
         if self.gains is None and gains is None:
             return BandSelection(self.n_mels, bands)
         before = self.gains if self.gains is not None else [1.0] * len(previous)
-        after = list(gains) if gains is not None else [1.0] * len(bands)
-        if len(after) != len(bands):
-            raise AscError(f"gains: {len(after)} values for {len(bands)} selected bands")
+        after = check_gains(gains, bands) if gains is not None else [1.0] * len(bands)
         return BandSelection(self.n_mels, bands, [before[i] * g for i, g in zip(selected, after, strict=True)])
+
+
+def check_gains(gains: Sequence[float], bands: Sequence[int] | None) -> list[float]:
+    """One gain per selected band (none without a selection), as floats; else one line saying so."""
+    if bands is None or len(gains) != len(bands):
+        raise AscError(f"gains: {len(gains)} values, but {len(bands) if bands else 'no'} selected bands "
+                       f"(one gain per selected band)")
+    return [float(g) for g in gains]
