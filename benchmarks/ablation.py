@@ -85,15 +85,19 @@ def run_variant(variant: str, seed: int, root: Path, out: Path, protocol: str, e
     irs = [f"--model.device_irs={root / 'impulse_responses'}"] if "device_irs" in LAYERS[variant] else []
     asc(["pipeline", "--configs", str(CONFIGS), "--data.root", str(root), "--out", str(out), "--skip-done",
          *PROTOCOLS[protocol], *layers, f"--seed_everything={seed}", *irs, *extra])
-    on_train = out / "tandem_on_train"
-    if not (on_train / "test" / "metrics.json").is_file():  # memorising locations shows as a gap
+    if not train_report(out).is_file():  # memorising locations shows as a gap
         asc(["test", "--ckpt_path", str(out / "tandem" / "checkpoints" / "last.ckpt"), "--data.root",
-             str(root), "--data.test_split", "train", "--trainer.default_root_dir", str(on_train)])
+             str(root), "--data.test_split", "train"])
+
+
+def train_report(out: Path) -> Path:
+    """The tandem's report on its own train split (``asc test --data.test_split train`` writes ``test-train``)."""
+    return out / "tandem" / "test-train" / "metrics.json"
 
 
 def finished(out: Path) -> bool:
     """Every stage the table reads was tested, and the tandem on its train split."""
-    return all((out / stage / "test" / "metrics.json").is_file() for stage in (*STAGES, "tandem_on_train"))
+    return all((out / stage / "test" / "metrics.json").is_file() for stage in STAGES) and train_report(out).is_file()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -123,7 +127,7 @@ def read_run(out: Path, seconds: float | None) -> dict:
         metrics = json.loads((out / stage / "test" / "metrics.json").read_text())
         run[stage] = {"accuracy": metrics["accuracy"], **{g: metrics["accuracy_per_group"][g] for g in GROUPS},
                       "params": metrics["params"], "macs": metrics["macs"]}
-    on_train = json.loads((out / "tandem_on_train" / "test" / "metrics.json").read_text())
+    on_train = json.loads(train_report(out).read_text())
     run["tandem"]["train_accuracy"] = on_train["accuracy"]
     return run
 

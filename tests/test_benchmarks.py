@@ -27,11 +27,11 @@ def load_ablation():
     return module
 
 
-def fake_metrics(folder: Path, accuracy: float) -> None:
-    (folder / "test").mkdir(parents=True, exist_ok=True)
+def fake_metrics(folder: Path, accuracy: float, report: str = "test") -> None:
+    (folder / report).mkdir(parents=True, exist_ok=True)
     groups = {"real": accuracy + 0.1, "seen_simulated": accuracy, "unseen_simulated": accuracy - 0.1}
     metrics = {"accuracy": accuracy, "accuracy_per_group": groups, "params": 1, "macs": 2}
-    (folder / "test" / "metrics.json").write_text(json.dumps(metrics))
+    (folder / report / "metrics.json").write_text(json.dumps(metrics))
 
 
 def test_ablation_runs_each_variant_with_its_layers_and_reports_mean_and_std(
@@ -48,8 +48,8 @@ def test_ablation_runs_each_variant_with_its_layers_and_reports_mean_and_std(
             seed = int(next(a for a in args if a.startswith("--seed_everything=")).split("=")[1])
             for stage in ("tandem", "pruning", "qat"):
                 fake_metrics(out / stage, 0.5 + 0.1 * seed)
-        else:
-            fake_metrics(Path(args[args.index("--trainer.default_root_dir") + 1]), 1.0)
+        else:  # asc test --ckpt_path OUT/tandem/checkpoints/last.ckpt --data.test_split train
+            fake_metrics(Path(args[args.index("--ckpt_path") + 1]).parents[1], 1.0, report="test-train")
 
     monkeypatch.setattr(ablation, "asc", asc)
     out = tmp_path / "ablation"
@@ -77,8 +77,9 @@ def test_ablation_table_only_runs_nothing_and_names_the_unfinished_runs(
     ablation, out = load_ablation(), tmp_path / "ablation"
     monkeypatch.setattr(ablation, "asc", lambda args: pytest.fail(f"ran {args}"))
     for seed, accuracy in ((0, 0.4), (2, 0.6)):
-        for stage in ("tandem", "pruning", "qat", "tandem_on_train"):
+        for stage in ("tandem", "pruning", "qat"):
             fake_metrics(out / "report" / "all" / f"seed{seed}" / stage, accuracy)
+        fake_metrics(out / "report" / "all" / f"seed{seed}" / "tandem", accuracy, report="test-train")
     fake_metrics(out / "report" / "all" / "seed1" / "tandem", 0.9)  # interrupted after its tandem
     assert ablation.main(["--out", str(out), "--variants", "all", "--table-only"]) == 0
     printed = capsys.readouterr()

@@ -14,19 +14,8 @@ import yaml
 from asc import load_model
 from asc.cli.main import main
 from asc.data.layout import SCENES
-
-CONFIGS = Path(__file__).parents[1] / "configs" / "builtin"
-
-
-def config(stage: str) -> list[str]:
-    """A stage's layered config: the shared base, then the stage's own file."""
-    return ["--config", str(CONFIGS / "base.yaml"), "--config", str(CONFIGS / f"{stage}.yaml")]
-FAST = ["--trainer.max_epochs=1", "--data.batch_size=4", "--data.cache_workers=0", "--data.progress=false",
-        "--trainer.log_every_n_steps=1"]
-
-
-def run(*args: str) -> None:
-    assert main(list(args)) == 0
+from tests.helpers import CONFIGS, FAST, config, run, write_tone
+from tests.helpers import one_error_line as _error
 
 
 @pytest.fixture
@@ -81,13 +70,6 @@ def test_fit_test_predict_round_trip(runs: dict[str, Path], capsys: pytest.Captu
 def test_rerun_into_the_same_folder_works(runs: dict[str, Path]) -> None:
     run("fit", *config("linear"), "--data.root", str(runs["root"]), "--trainer.default_root_dir", str(runs["linear"]),
         *FAST)
-
-
-def _error(capsys: pytest.CaptureFixture, *args: str) -> str:
-    assert main(list(args)) == 2
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1, lines
-    return lines[0]
 
 
 def test_bad_input_gets_one_line(runs: dict[str, Path], capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
@@ -188,8 +170,6 @@ def test_a_fit_prints_one_line_per_epoch(mini_root: Path, tmp_path: Path, capsys
 def test_predict_scores_the_official_evaluation_set(runs: dict[str, Path], tmp_path: Path, meta: str,
                                                     capsys: pytest.CaptureFixture) -> None:
     """A root laid out like the challenge's evaluation set: audio/<n>.wav, fold1_test.csv, no labels."""
-    from tests.conftest import write_tone
-
     root = tmp_path / "evaluation"
     names = [f"audio/{n}.wav" for n in range(5)]
     for seed, name in enumerate(names):

@@ -20,9 +20,10 @@ from asc.data.features import FeatureSettings
 from asc.errors import AscError
 from asc.models import Tandem
 from asc.training.checkpoints import network_checkpoint
-from tests.test_cli import _error
-from tests.test_quantization import N_BANDS, N_FRAMES, calibrate, inputs, one_thread, tandem  # noqa: F401
+from tests.helpers import N_BANDS, N_FRAMES, calibrate, inputs, tandem
+from tests.helpers import one_error_line as _error
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 EXAMPLE = torch.zeros(1, 1, N_BANDS, N_FRAMES)
 
 

@@ -10,7 +10,7 @@ import torch
 from asc.data.datamodule import DCASEDataModule
 from asc.data.features import FeatureSettings
 from asc.errors import AscError
-from tests.conftest import write_tone
+from tests.helpers import write_tone
 
 
 def _module(root: Path, **kwargs) -> DCASEDataModule:

@@ -12,7 +12,7 @@ from asc.cli.main import main
 from asc.data.layout import SCENES
 from asc.errors import AscError
 from asc.training.distillation import Teacher, inherited_teacher, kd_loss, read_logits, write_logits
-from tests.test_pipeline import layered, tandem_checkpoint, tiny_configs
+from tests.helpers import layered, tandem_checkpoint, tiny_configs
 
 
 def test_kd_loss_is_zero_for_the_teacher_and_pulls_the_student_towards_it() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from asc.cli.main import main
-from tests.test_pipeline import layered, tandem_checkpoint, tiny_configs
+from tests.helpers import layered, tandem_checkpoint, tiny_configs
 
 DDP = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
 

@@ -12,7 +12,7 @@ import torch
 
 from asc.data.audio import AudioIssues, load_clip
 from asc.data.features import FeatureSettings, LogMel, moments
-from tests.conftest import write_tone
+from tests.helpers import write_tone
 
 #: Largest difference allowed between our log-mel and librosa's, in natural-log units (float32 STFTs).
 LOGMEL_TOLERANCE = 2e-3

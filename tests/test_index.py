@@ -55,6 +55,14 @@ def _edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
+def _append(path: Path, line: str) -> None:
+    with path.open("a") as handle:
+        handle.write(line + "\n")
+
+
+TRAIN, EVALUATE, TEST = (f"evaluation_setup/fold1_{name}.csv" for name in ("train", "evaluate", "test"))
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -72,6 +80,15 @@ def _edit(path: Path, old: str, new: str) -> None:
          r"fold1_train\.csv:5: 1 file\(s\) absent from meta\.csv, first 'audio/bus-lisbon-1010-41000-7-a\.wav'"),
         (lambda r: _edit(r / "evaluation_setup/fold1_train.csv", "0-a.wav\tbus", "0-a.wav\ttram"),
          r"fold1_train\.csv:5: scene 'tram' but meta\.csv line 7 says 'bus'"),
+        (lambda r: _append(r / TRAIN, "audio/bus-lisbon-1010-41000-0-a.wav\tbus"),
+         r"fold1_train\.csv:8: 'audio/bus-lisbon-1010-41000-0-a\.wav' is listed twice \(first on line 5\)$"),
+        (lambda r: _append(r / EVALUATE, "audio/park-prague-1021-42100-0-a.wav\tpark"),
+         r"fold1_evaluate\.csv:7: 'audio/park-prague-1021-42100-0-a\.wav' is listed twice \(first on line 5\)$"),
+        (lambda r: _append(r / TEST, "audio/airport-prague-1001-40100-0-a.wav"),
+         r"fold1_test\.csv:7: 'audio/airport-prague-1001-40100-0-a\.wav' is listed twice \(first on line 2\)$"),
+        (lambda r: _append(r / EVALUATE, "audio/bus-lisbon-1010-41000-1-a.wav\tbus"),
+         r"fold1_evaluate\.csv:7: 'audio/bus-lisbon-1010-41000-1-a\.wav' is also in fold1_train\.csv line 6: "
+         r"a clip may not be both trained and validated on$"),
     ],
 )
 def test_bad_layout_is_named(mini_root: Path, change, message: str) -> None:
@@ -108,3 +125,18 @@ def test_a_file_that_is_not_utf8_is_named_with_its_line(mini_root: Path) -> None
     path.write_bytes(b"\n".join(lines))
     with pytest.raises(AscError, match=r"meta\.csv:4: not UTF-8 text \(byte 0xef\)"):
         DatasetIndex(mini_root)
+
+
+def test_a_test_fold_repeating_the_evaluate_fold_is_the_official_split(mini_root: Path) -> None:
+    """fold1_test.csv lists the evaluate clips again (as the official split does); only train/evaluate overlap."""
+    index = DatasetIndex(mini_root)
+    assert index.filenames("test") == index.filenames("evaluate")
+    assert not set(index.filenames("train")) & set(index.filenames("evaluate"))
+
+
+def test_an_evaluation_set_listing_a_clip_twice_is_named(tmp_path: Path) -> None:
+    root = tmp_path / "eval"
+    (root / "evaluation_setup").mkdir(parents=True)
+    (root / TEST).write_text("filename\naudio/0.wav\naudio/1.wav\naudio/0.wav\n")
+    with pytest.raises(AscError, match=r"fold1_test\.csv:4: 'audio/0\.wav' is listed twice \(first on line 2\)$"):
+        DatasetIndex(root)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from asc.cli.main import main
-from tests.test_pipeline import CONFIGS, tiny_configs
+from tests.helpers import CONFIGS, tiny_configs
 
 
 def test_layers_add_to_every_stage_or_to_one(shared_mini_root: Path, tmp_path: Path,

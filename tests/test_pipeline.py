@@ -19,48 +19,10 @@ from asc import checkpoint_bands, checkpoint_features, load_model
 from asc.cli.main import main
 from asc.compress.complexity import count_complexity
 from asc.data.features import FeatureSettings
+from asc.files import sha256_file
 from asc.models import BCResNet, MomentsLinear, Tandem
-from asc.training.checkpoints import ASC_KEY, network_checkpoint
-
-CONFIGS = Path(__file__).parents[1] / "configs" / "builtin"
-
-
-def tiny_configs(folder: Path) -> Path:
-    """The built-in configs shrunk to seconds: width-1 BC-ResNet, 1 + 1 ADMM epochs, small limits."""
-    folder.mkdir()
-    base = yaml.safe_load((CONFIGS / "base.yaml").read_text())
-    base["trainer"]["log_every_n_steps"] = 1
-    base["data"].update(batch_size=4, cache_workers=0, progress=False)
-    (folder / "base.yaml").write_text(yaml.safe_dump(base))
-    for stage in ("linear", "tandem", "feature_selection", "pruning", "qat"):
-        config = yaml.safe_load((CONFIGS / f"{stage}.yaml").read_text())
-        config["trainer"]["max_epochs"] = 2 if stage in ("feature_selection", "pruning", "qat") else 1
-        for callback in config["trainer"]["callbacks+"]:
-            if callback["class_path"].endswith("ADMMPhases"):
-                callback["init_args"]["update_epochs"] = 1
-        init = config["model"]["init_args"]
-        if stage == "tandem":
-            init["width"] = 1
-        if stage == "feature_selection":
-            init.update(keep_bands=32, update_every=1, warmup_steps=0)  # one step per epoch here
-        if stage == "pruning":
-            init.update(max_params=8_000, max_macs=1_000_000, update_every=1)  # the tandem has 10,385
-        if stage == "qat":
-            init.update(calibration_batches=1)
-        (folder / f"{stage}.yaml").write_text(yaml.safe_dump(config))
-    return folder
-
-
-def layered(configs: Path, stage: str) -> list[str]:
-    return ["--config", str(configs / "base.yaml"), "--config", str(configs / f"{stage}.yaml")]
-
-
-def tandem_checkpoint(path: Path, features: FeatureSettings = FeatureSettings()) -> Path:
-    """An untrained width-1 tandem of the front end ``features`` as a stage checkpoint (no training needed)."""
-    torch.manual_seed(0)
-    model = Tandem(MomentsLinear(n_bands=features.n_mels), BCResNet(n_bands=features.n_mels, width=1), zero_init=False)
-    torch.save(network_checkpoint(model, features), path)
-    return path
+from asc.training.checkpoints import ASC_KEY
+from tests.helpers import CONFIGS, layered, tandem_checkpoint, tiny_configs
 
 
 @dataclass(frozen=True)
@@ -308,7 +270,10 @@ def test_offline_sweep_searches_both_learning_rates(mini_root: Path, tmp_path: P
     assert main(["sweep", str(tmp_path / "sweep.yaml"), "--count", "2", "--out", str(linear), "--",
                  "--data.root", str(mini_root)]) == 0
     results = json.loads((linear / "sweep_results.json").read_text())
-    assert len(results) == 2 and all(0 <= r["val/accuracy"] <= 1 for r in results)
+    assert len(results) == 2 and all(0 <= r["val/selection"] <= 1 for r in results)
+    for result in results:  # the score of each trial is the metric model selection uses, as its run logged it
+        logged = json.loads((linear / result["run"] / "fit_metrics.json").read_text())["metrics"]
+        assert result["val/selection"] == pytest.approx(logged["val/selection"])
     assert {r["model.lr"] for r in results} == {0.01, 0.02}
 
 
@@ -353,7 +318,6 @@ def test_tensorrt_engine_needs_tensorrt_and_a_gpu(tmp_path: Path) -> None:
             build_engine(tmp_path / "model.onnx", tmp_path / "model.plan", 192, 34)
         return
     from asc.compress.quantization import export_onnx
-    from asc.models import BCResNet, MomentsLinear, Tandem
 
     model = Tandem(MomentsLinear(64), BCResNet(n_bands=64, width=1), zero_init=False).eval()
     export_onnx(model, torch.zeros(1, 1, 64, 34), tmp_path / "model.onnx")
@@ -415,3 +379,58 @@ def test_the_best_checkpoint_by_validation_is_handed_on(shared_mini_root: Path, 
     assert selection["asc"]["compressed"] and len(selection["asc"]["architecture"]["bands"]) == 32
     tandem = torch.load(out / "tandem" / "checkpoints" / "last.ckpt", weights_only=True)
     assert tandem["hyper_parameters"]["init_ckpt"] == str(out / "linear" / "checkpoints" / "best-epoch=0.ckpt")
+
+
+def test_skip_done_reuses_only_stages_made_from_the_same_start_and_config(pipeline: Pipeline, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    """A stage refit with other settings: the stages built on the old one are refit, not mixed into the summary
+    (feature selection keeping other bands, pruning still on the old ones)."""
+    out, configs = tmp_path / "runs", tmp_path / "configs"
+    shutil.copytree(pipeline.out, out)
+    shutil.copytree(pipeline.configs, configs)
+    common = ["pipeline", "--configs", str(configs), "--data.root", str(pipeline.root), "--out", str(out),
+              "--skip-done"]
+    tandem = sha256_file(out / "tandem" / "checkpoints" / "last.ckpt")
+    capsys.readouterr()
+    assert main(common) == 0
+    printed = capsys.readouterr().out
+    assert all(f"== {stage}: done (made from the same start and config, and tested)" in printed
+               for stage in ("linear", "tandem", "feature_selection", "pruning", "qat")), printed
+    assert ": fit" not in printed and sha256_file(out / "tandem" / "checkpoints" / "last.ckpt") == tandem
+
+    stage = yaml.safe_load((configs / "feature_selection.yaml").read_text())
+    stage["model"]["init_args"]["keep_bands"] = 64
+    (configs / "feature_selection.yaml").write_text(yaml.safe_dump(stage))
+    assert main(common) == 0
+    printed = capsys.readouterr().out
+    assert "== tandem: done" in printed
+    assert "== feature_selection: fit (refit: its config changed since it was fit (model.init_args.keep_bands); " \
+           "removed the earlier checkpoints, fit_metrics.json, test)" in printed, printed
+    selection = out / "feature_selection" / "checkpoints" / "last.ckpt"
+    assert f"== pruning: fit (refit: its start {selection} changed since it was fit;" in printed, printed
+    assert f"== qat: fit (refit: its start {out / 'pruning' / 'checkpoints' / 'last.ckpt'} changed" in printed
+    assert len(checkpoint_bands(out / "pruning" / "checkpoints" / "last.ckpt")) == 64
+    pruned = torch.load(out / "pruning" / "checkpoints" / "last.ckpt", weights_only=True)[ASC_KEY]
+    assert pruned["start"]["sha256"] == sha256_file(selection)
+
+
+def test_the_summary_shows_the_test_split_of_the_handed_over_checkpoints(pipeline: Pipeline, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "runs"
+    shutil.copytree(pipeline.out, out)
+    expected = json.loads((out / "tandem" / "test" / "metrics.json").read_text())["accuracy"]
+    tandem = out / "tandem" / "checkpoints" / "last.ckpt"
+    assert main(["test", "--ckpt_path", str(tandem), "--data.test_split", "train"]) == 0
+    capsys.readouterr()
+    assert main(["pipeline", "--configs", str(pipeline.configs), "--data.root", str(pipeline.root), "--out",
+                 str(out), "--skip-done", "--stages", "linear,tandem"]) == 0
+    summary = (out / "summary.md").read_text()
+    tandem_row = next(line for line in summary.splitlines() if line.startswith("| Tandem | ") and "%" not in line)
+    assert tandem_row.split(" | ")[-1] == f"{100 * expected:.2f} |"  # Table 1's Overall: the evaluate split
+    assert "5 clips of the evaluate split" in summary and "Missing" not in summary
+
+    from asc.cli.pipeline import StageResult, write_summary
+
+    text = write_summary(out, ["linear", "tandem"], {"tandem": StageResult(tandem, None)})
+    assert "- linear: no test report of its checkpoint on the test split" in text
+    assert f"- tandem: no test report of {tandem} on the test split" in text

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,52 +12,10 @@ from torch import nn
 
 from asc.compress import quantization
 from asc.errors import AscError
-from asc.models import BCResNet, MomentsLinear, Tandem
+from asc.models import MomentsLinear
+from tests.helpers import MAX_LOGIT_DIFF, MEAN_LOGIT_DIFF, MIN_AGREEMENT, N_BANDS, N_FRAMES, calibrate, inputs, tandem
 
-N_BANDS, N_FRAMES = 64, 34
-
-#: onnxruntime vs PyTorch fake quantization. Both compute the same int8 grid, but float rounding in
-#: the float parts (ResNorm, BN, moments) now and then puts an activation one int8 step apart, which
-#: then propagates. Measured on this model (6 seeds x input scales 1, 2, 4 x max/percentile, 256 clips):
-#: max |diff| 0.7e-2 to 3.1e-2, mean <= 3.2e-4, argmax agreement >= 99.6 % (100 % for the case below).
-MAX_LOGIT_DIFF = 5e-2
-MEAN_LOGIT_DIFF = 1e-3
-MIN_AGREEMENT = 0.995
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP's spinning threads
-    make each forward up to 20x slower; the previous setting is restored for the other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def inputs(batch: int, seed: int) -> torch.Tensor:
-    return torch.randn(batch, 1, N_BANDS, N_FRAMES, generator=torch.Generator().manual_seed(seed))
-
-
-def tandem(seed: int = 0) -> Tandem:
-    """A tiny float tandem whose batch-norm statistics have seen data, as a trained model's have."""
-    torch.manual_seed(seed)
-    model = Tandem(MomentsLinear(N_BANDS), BCResNet(n_bands=N_BANDS, width=1), zero_init=False)
-    with torch.no_grad():
-        model.train()
-        for step in range(4):
-            model(inputs(32, 100 + step))
-    return model.eval()
-
-
-def calibrate(model: nn.Module, method: str = "max") -> nn.Module:
-    x = inputs(64, 1)
-
-    def forward_loop(m: nn.Module) -> None:
-        for i in range(0, len(x), 16):
-            m(x[i:i + 16])
-
-    return quantization.quantize(model, forward_loop, method)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_quantizers_on_every_conv_and_linear_and_not_on_batchnorm_or_pooling() -> None:

@@ -39,7 +39,8 @@ def synth(argv: Sequence[str]) -> int:
 
 
 def cache(argv: Sequence[str]) -> int:
-    """Build or reuse the feature cache of a dataset root and print where it is."""
+    """Build or reuse the feature cache of a dataset root and print where it is; with ``--prune``, remove the
+    caches of earlier data instead (each is the size of the whole set's log-mels, ~3 GB for the real set)."""
     from asc.data.datamodule import DCASEDataModule
 
     defaults = FeatureSettings()
@@ -51,10 +52,17 @@ def cache(argv: Sequence[str]) -> int:
     parser.add_argument("--hop-ms", type=float, default=defaults.hop_ms)
     parser.add_argument("--workers", type=int, default=_workers())
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--prune", action="store_true",
+                        help="instead of building, remove the caches in the cache folder that the clips of the fold "
+                             "files as they are now do not use (earlier data; any feature settings of the current "
+                             "clips are kept), and files left by interrupted builds")
     args = parser.parse_args(argv)
     settings = FeatureSettings(n_mels=args.n_mels, win_ms=args.win_ms, hop_ms=args.hop_ms)
     data = DCASEDataModule(args.root, features=settings, cache_dir=args.cache_dir, cache_workers=args.workers,
                            progress=not args.no_progress)
+    if args.prune:  # the clip list training uses: every clip of every fold file, as feature_cache builds it
+        print(data.feature_cache.prune())
+        return 0
     data.prepare_data()
     store = data.feature_cache
     print(f"feature cache ({store.shape[0]} clips x {store.shape[1]} bands x {store.shape[2]} frames, float16): "

@@ -17,6 +17,7 @@ import torch
 from asc.data.features import FeatureSettings
 from asc.data.layout import SCENES
 from asc.errors import AscError
+from asc.files import atomic_write, ensure_folder
 
 #: Share of clips on which onnxruntime must predict the class PyTorch predicts.
 MIN_AGREEMENT = 0.995
@@ -103,6 +104,9 @@ def export(argv: Sequence[str]) -> int:
     if not args.out.parent.is_dir():
         raise AscError(f"--out: folder {args.out.parent} does not exist")
     check_cpu_out(args.cpu_out, args.out)
+    for option, path in (("--out", args.out), ("--cpu_out", args.cpu_out), ("--engine", args.engine)):
+        if path is not None:
+            ensure_folder(path.parent, option)  # a read-only folder stops here, before any work
     checkpoint = read_checkpoint(args.ckpt_path)
     features = saved_features(checkpoint, args.ckpt_path)
     model = model_from_checkpoint(checkpoint)
@@ -117,14 +121,14 @@ def export(argv: Sequence[str]) -> int:
     quantization.export_onnx(model, torch.zeros(1, 1, *shape), args.out)
     sidecar = args.out.with_suffix(".json")
     bands = checkpoint[ASC_KEY]["architecture"].get("bands")
-    sidecar.write_text(json.dumps(front_end(features, bands, complexity), indent=2))
+    atomic_write(sidecar, json.dumps(front_end(features, bands, complexity), indent=2))
     summary = quantization.onnx_qdq_summary(args.out)
     paths = [args.out] if args.cpu_out is None else [args.out, args.cpu_out]
     if args.cpu_out is not None:
         from asc.compress.cpu_int8 import export_onnx_cpu
 
         export_onnx_cpu(model, torch.zeros(1, 1, *shape), args.cpu_out)
-        args.cpu_out.with_suffix(".json").write_text(sidecar.read_text())  # asc test checks its front end too
+        atomic_write(args.cpu_out.with_suffix(".json"), sidecar.read_text())  # asc test checks its front end too
     agreement, *cpu = verify_all(model, paths, shape, args.root, features)
     print(f"ONNX written to {args.out.resolve()} (front end: {sidecar.resolve()})")
     print(f"  Q/DQ: {summary}")
@@ -204,5 +208,5 @@ def build_engine(onnx_path: Path, engine_path: Path, n_mels: int, frames: int) -
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise AscError(f"{engine_path}: TensorRT failed to build the engine (see its log above)")
-    engine_path.write_bytes(bytes(serialized))
+    atomic_write(engine_path, bytes(serialized), "cannot write the TensorRT engine")
     print(f"TensorRT engine written to {engine_path.resolve()}")

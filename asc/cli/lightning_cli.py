@@ -15,6 +15,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from asc.data.datamodule import DCASEDataModule
 from asc.errors import AscError
+from asc.files import ensure_folder
 from asc.training.modules import SceneModule
 from asc.training.reports import SubmissionWriter
 
@@ -65,12 +66,22 @@ class AscCLI(LightningCLI):
         super().parse_arguments(parser, args)
         subcommand = self.config.get("subcommand")
         config = self.config[subcommand] if subcommand else self.config
+        if subcommand == "fit":  # what the checkpoints will record, as `asc pipeline` compares it
+            self.run_config = normalized_config(self._subcommand_parsers[subcommand].dump(config))
         root = run_folder(config.trainer.get("default_root_dir") or "runs/default")
         config.trainer.default_root_dir = root
-        writable_folder(root)
+        ensure_folder(root, "trainer.default_root_dir")
         if subcommand == "fit" and config.get("ckpt_path") and config.model.get("init_args"):
             config.model.init_args.init_ckpt = None  # resuming: the network comes from its own checkpoint
+        if subcommand != "fit" and not config.get("ckpt_path") and not _is_onnx(config.model):
+            raise AscError(f"--ckpt_path: not set; asc {subcommand} evaluates a trained network: give its checkpoint "
+                           f"(RUN/checkpoints/last.ckpt) or an exported .onnx file")
+        if self.checkpoint_defaults:
+            self.check_checkpoint_stage(config)
+            self.check_data_root(config)
         self.check_front_end(config, subcommand)
+        if subcommand == "test":
+            self.claim_report_folder(config)
         irs = (config.model.get("init_args") or {}).get("device_irs") if subcommand == "fit" else None
         if irs and not Path(irs).is_dir():
             raise AscError(f"model.device_irs: {irs}: folder not found")
@@ -91,6 +102,60 @@ class AscCLI(LightningCLI):
             is_checkpoint = str(callback.get("class_path", "")).endswith("ModelCheckpoint")
             if is_checkpoint and not callback.init_args.get("dirpath"):
                 callback.init_args.dirpath = str(Path(root) / "checkpoints")
+
+    def before_fit(self) -> None:
+        self.model.run_config = getattr(self, "run_config", None)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Any:
+        """The trainer, writing checkpoints whole or not at all (``AtomicCheckpointIO``)."""
+        from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+        from asc.training.checkpoints import AtomicCheckpointIO
+
+        trainer = super().instantiate_trainer(**kwargs)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # a user's own plugin is left alone
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        for logger in trainer.loggers:
+            # Lightning passes anonymous=None, which the pinned wandb answers with a deprecation warning in
+            # every run ("The anonymous setting has no effect"); an unset value says nothing.
+            init = getattr(logger, "_wandb_init", None)
+            if isinstance(init, dict) and init.get("anonymous") is None:
+                init.pop("anonymous", None)
+        return trainer
+
+    def check_checkpoint_stage(self, config: Any) -> None:
+        """A checkpoint names its stage; a config naming another stage would load weights into the wrong
+        network (Lightning's ``Missing key(s) in state_dict``)."""
+        saved = (self.checkpoint_defaults.get("model") or {}).get("class_path")
+        given = config.model.get("class_path")
+        if saved and given and saved != given:
+            raise AscError(f"--ckpt_path {self.checkpoint_path}: a checkpoint of {saved.rsplit('.', 1)[-1]}, but the "
+                           f"config's model is {given.rsplit('.', 1)[-1]} (leave that stage's config out: the "
+                           f"checkpoint names its own stage)")
+
+    def check_data_root(self, config: Any) -> None:
+        """The data a checkpoint was trained on is the default data of its test; when that folder is gone
+        (or was stored relative by an older asc), another folder must be named rather than guessed."""
+        stored = self.checkpoint_defaults.get("data.root")
+        given = config.data.get("root")
+        if stored is None or given != stored:
+            return
+        if not Path(stored).is_absolute():
+            raise AscError(f"--ckpt_path {self.checkpoint_path}: it stores the relative data root {stored}, which "
+                           f"names another folder from here; give --data.root DIR")
+        if not Path(stored).is_dir():
+            raise AscError(f"--ckpt_path {self.checkpoint_path}: its data root {stored} is gone; give --data.root DIR")
+
+    def claim_report_folder(self, config: Any) -> None:
+        """Before any data is read or cached: the test's report may not replace a report of another checkpoint,
+        split or data set (the stage checks again when it starts testing, for tests run from Python)."""
+        from asc.data.datamodule import data_root
+        from asc.training.reports import claim_report_folder, measurement, report_folder
+
+        split = config.data.get("test_split")
+        tested = config.get("ckpt_path") or (config.model.get("init_args") or {}).get("onnx_path")
+        claim_report_folder(report_folder(config.trainer.default_root_dir, split),
+                            measurement(tested, split, data_root(config.data.get("root"))))
 
     def check_front_end(self, config: Any, subcommand: str | None) -> None:
         """Before any data is read: ``--ckpt_path``'s and ``model.init_ckpt``'s front end must be the one
@@ -123,16 +188,6 @@ def run_folder(root: str) -> str:
     agents on several machines or GPUs sharing one sweep never write into one another's folder."""
     sweep, run = os.environ.get("WANDB_SWEEP_ID"), os.environ.get("WANDB_RUN_ID")
     return str(Path(root) / f"sweep-{sweep}" / run) if sweep and run else root
-
-
-def writable_folder(root: str) -> None:
-    """Create the run folder, or stop in one line before any training (W&B would silently go to /tmp)."""
-    try:
-        Path(root).mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise AscError(f"trainer.default_root_dir: cannot create {root} ({error.strerror or error})") from None
-    if not os.access(root, os.W_OK | os.X_OK):
-        raise AscError(f"trainer.default_root_dir: {root} is not writable")
 
 
 def checkpoint_defaults(args: list[str]) -> dict[str, Any]:
@@ -196,13 +251,24 @@ CHECKPOINT_DATA_KEYS = ("root", "batch_size", "eval_batch_size", "val_split", "h
 
 
 def _option(args: list[str], name: str) -> str | None:
-    """The value of ``--name value`` or ``--name=value`` in a command line."""
+    """The last value of ``--name value`` or ``--name=value`` in a command line (the one that wins)."""
+    values = _options(args, name)
+    return values[-1] if values else None
+
+
+def _options(args: list[str], name: str) -> list[str]:
+    """Every value of ``--name value`` or ``--name=value`` in a command line, in order."""
+    values = []
     for position, arg in enumerate(args):
         if arg == name and position + 1 < len(args):
-            return args[position + 1]
-        if arg.startswith(f"{name}="):
-            return arg.split("=", 1)[1]
-    return None
+            values.append(args[position + 1])
+        elif arg.startswith(f"{name}="):
+            values.append(arg.split("=", 1)[1])
+    return values
+
+
+def _is_onnx(model: Any) -> bool:
+    return str((model or {}).get("class_path", "")).endswith(".OnnxModel")
 
 
 def _is_wandb(entry: Any) -> bool:
@@ -210,12 +276,69 @@ def _is_wandb(entry: Any) -> bool:
 
 
 def run_lightning(args: list[str]) -> int:
-    """Run a LightningCLI subcommand; W&B defaults to offline when no API key is set (never a prompt)."""
-    if not os.environ.get("WANDB_API_KEY") and "WANDB_MODE" not in os.environ:
-        os.environ["WANDB_MODE"] = "offline"
-    os.environ.setdefault("WANDB_SILENT", "true")
+    """Run a LightningCLI subcommand (W&B's mode was settled by ``asc.cli.main.main``: asc.cli.tracking)."""
+    run(args)
+    return 0
+
+
+#: Keys of a fit's config that do not shape its result: where it runs and writes, how it reports, what it
+#: resumes from; left out of the config a checkpoint records (``normalized_config``).
+INCIDENTAL_KEYS = ("ckpt_path", "trainer.default_root_dir", "trainer.logger", "trainer.enable_progress_bar",
+                   "model.init_args.init_ckpt", "data.num_workers", "data.cache_workers", "data.cache_dir",
+                   "data.progress")
+#: Keys that only say where a fit stops: a run stopped by them continues exactly when resumed without them.
+STOP_KEYS = ("trainer.max_steps", "trainer.max_time")
+
+
+def normalized_config(dumped: str) -> dict[str, Any]:
+    """A fit's resolved config (jsonargparse's YAML dump) as a plain dict, without ``INCIDENTAL_KEYS`` and with
+    an absolute data root: two fits with equal records train the same network from the same start."""
+    import yaml
+
+    config = yaml.safe_load(dumped) or {}
+    for key in INCIDENTAL_KEYS:
+        *parents, last = key.split(".")
+        node = config
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(last, None)
+    data = config.get("data")
+    if isinstance(data, dict) and data.get("root"):
+        data["root"] = str(Path(data["root"]).expanduser().resolve())
+    return _without_nulls(config)
+
+
+def _without_nulls(value: Any) -> Any:
+    """Unset (None) entries left out, so that dumps that list them and dumps that skip them compare equal."""
+    if isinstance(value, dict):
+        return {key: _without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [_without_nulls(item) for item in value]
+    return value
+
+
+def resolved_config(args: list[str]) -> dict[str, Any]:
+    """The normalized config a ``fit`` command line resolves to, without running it (``--print_config``)."""
+    import contextlib
+    import io
+
+    printed = io.StringIO()
     try:
-        _run_cli(args)
+        with contextlib.redirect_stdout(printed):
+            run([*args, "--print_config"])
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            raise
+    return normalized_config(printed.getvalue())
+
+
+def run(args: list[str]) -> AscCLI:
+    """One Lightning command (fit, validate, test, predict) in this process, as ``asc`` runs it; ``asc pipeline``
+    and ``asc sweep`` call it for each stage or trial. A user's mistake surfaces as an AscError."""
+    check_config_files(args)
+    try:
+        return _run_cli(args)
     except argparse.ArgumentError as error:
         raise AscError(config_error_line(str(error))) from None
     except Exception as error:  # jsonargparse wraps errors raised while instantiating the classes
@@ -223,7 +346,25 @@ def run_lightning(args: list[str]) -> int:
         if cause is None:
             raise
         raise cause from None
-    return 0
+
+
+def check_config_files(args: list[str]) -> None:
+    """Every ``--config FILE`` exists and is valid YAML, said with the file's name and line (jsonargparse's
+    own message names neither)."""
+    import yaml
+
+    for path in _options(args, "--config"):
+        if not Path(path).is_file():
+            raise AscError(f"--config {path}: file not found")
+        try:
+            yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else path
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise AscError(f"{where}: not valid YAML ({problem})") from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise AscError(f"--config {path}: cannot be read ({error})") from None
 
 
 def find_asc_error(error: BaseException, seen: set[int] | None = None) -> AscError | None:
@@ -260,10 +401,7 @@ def config_error_line(message: str) -> str:
 
 def fit_and_score(args: list[str], metric: str) -> float:
     """Run one ``asc fit`` in this process and return a logged metric of its last epoch (for sweeps)."""
-    try:
-        cli = _run_cli(args)
-    except argparse.ArgumentError as error:
-        raise AscError(config_error_line(str(error))) from None
+    cli = run(args)
     value = cli.trainer.callback_metrics.get(metric)
     if value is None:
         raise AscError(f"metric {metric!r} was not logged (logged: {', '.join(sorted(cli.trainer.callback_metrics))})")

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from asc.errors import AscError
+from asc.files import WRITE_ERRNOS, write_failure
 
 USAGE = """usage: asc COMMAND [options]   (asc --version)
 
@@ -45,6 +46,18 @@ def route_exported(args: list[str]) -> list[str]:
     return args
 
 
+def error_line(error: AscError) -> str:
+    """The one line a user sees. An error raised in a DataLoader worker arrives with the worker's traceback
+    as its message (torch re-raises it so); only the original line is kept. Characters a terminal would
+    act on (escape codes in a crafted file's name or text) are shown escaped, and line breaks as spaces."""
+    message = str(error)
+    if "Original Traceback" in message:
+        last = [line for line in message.splitlines() if line.strip()][-1]
+        message = last.split(": ", 1)[1] if ": " in last else last
+    message = " ".join(message.split())
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in message)
+
+
 def _extra_commands() -> dict[str, Callable[[Sequence[str]], int]]:
     from asc.cli import data_commands, export, model_commands, pipeline, sweep
 
@@ -63,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"asc {__version__}")
         return 0
+    from asc.cli.tracking import apply_wandb_mode
+
+    apply_wandb_mode()  # once for every command: offline unless the user set W&B up (see asc.cli.tracking)
     try:
         commands = _extra_commands()
         if args[0] in commands:
@@ -74,7 +90,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"asc: error: unknown command {args[0]!r}\n\n{USAGE}", file=sys.stderr)
         return 2
     except AscError as error:
-        print(f"asc: error: {error}", file=sys.stderr)
+        print(f"asc: error: {error_line(error)}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno not in WRITE_ERRNOS or not error.filename:
+            raise
+        print(f"asc: error: {write_failure(error.filename, error, 'failed')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("asc: interrupted", file=sys.stderr)

@@ -12,11 +12,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from asc.cli.lightning_cli import STOP_KEYS, resolved_config, run
 from asc.data.layout import DEVICES
 from asc.errors import AscError
+from asc.files import atomic_write, sha256_file
+from asc.training.checkpoints import ASC_KEY, read_checkpoint
+from asc.training.reports import TEST_SPLIT, report_folder
 
 STAGES = ("linear", "tandem", "feature_selection", "pruning", "qat")
 BASE = "base.yaml"
@@ -26,8 +33,6 @@ HANDOVERS = ("last", "best")
 
 def pipeline(argv: Sequence[str]) -> int:
     """Fit and test the stages in order under one output folder, then print the summary tables."""
-    from asc.cli.main import main
-
     parser = argparse.ArgumentParser(
         prog="asc pipeline", description=pipeline.__doc__,
         epilog="Any other argument (--key=value) goes to every stage's asc fit and asc test, e.g. "
@@ -46,7 +51,9 @@ def pipeline(argv: Sequence[str]) -> int:
                         help="a folder of extra config layers (repeatable, e.g. configs/builtin/beyond/freq_mixstyle): "
                              "its base.yaml goes to every stage and its <stage>.yaml to that stage, after the configs")
     parser.add_argument("--skip-done", action="store_true",
-                        help="reuse stages whose test report exists; resume an interrupted stage from its last.ckpt")
+                        help="reuse a stage whose checkpoint was made from the same start and config and is tested; "
+                             "resume an interrupted one from its last.ckpt; refit it (and so every later stage) "
+                             "when its start or config changed")
     args, extra = parser.parse_known_args(argv)
     args.configs, recipe_layers, recipe_handover = read_recipe(args.configs)
     args.layer = [*recipe_layers, *args.layer]
@@ -63,22 +70,102 @@ def pipeline(argv: Sequence[str]) -> int:
             raise AscError(f"--layer {layer}: not a folder holding base.yaml or <stage>.yaml files")
     earlier = _earlier_checkpoint(args.out, stages[0]) if stages else None
     previous = handed_over(earlier, args.handover) if earlier is not None else None
+    results: dict[str, StageResult] = {}
     for stage in stages:
         folder = args.out / stage
-        ckpt = folder / "checkpoints" / "last.ckpt"
         common = [*layered([args.configs, *args.layer], stage), "--data.root", args.root,
                   "--trainer.default_root_dir", str(folder), *extra]
-        link = [f"--model.init_ckpt={previous}"] if previous is not None else []
-        if not (args.skip_done and (folder / "test" / "metrics.json").is_file()):
-            resume = ["--ckpt_path", str(ckpt)] if args.skip_done and ckpt.is_file() else []
-            print(f"== {stage}: fit" + (f" (resuming from {ckpt})" if resume else ""), flush=True)
-            _run(main, ["fit", *common, *link, *resume])
-            result = handed_over(ckpt, args.handover)
-            print(f"== {stage}: test ({result.name})", flush=True)
-            _run(main, ["test", *common, "--ckpt_path", str(result)])
-        previous = handed_over(ckpt, args.handover)
-    print(write_summary(args.out, stages))
+        fit = ["fit", *common, *([f"--model.init_ckpt={previous}"] if previous is not None else [])]
+        config = resolved_config(fit)
+        results[stage] = run_stage(stage, folder, fit, common, config, previous, args)
+        previous = results[stage].handed
+    print(write_summary(args.out, stages, results))
     return 0
+
+
+@dataclass(frozen=True)
+class StageResult:
+    """A stage's handed-over checkpoint and the test report of it (None when there is none)."""
+
+    handed: Path
+    report: Path | None
+
+
+def run_stage(stage: str, folder: Path, fit: list[str], common: list[str], config: dict[str, Any],
+              start: Path | None, args: argparse.Namespace) -> StageResult:
+    """Reuse, resume or (re)fit one stage, then test its handed-over checkpoint unless that report exists."""
+    last = folder / "checkpoints" / "last.ckpt"
+    split = (config.get("data") or {}).get("test_split") or TEST_SPLIT
+    state, reason = stage_state(last, config, start, args.handover, split) if args.skip_done else ("fit", "")
+    if state == "done":
+        print(f"== {stage}: done ({reason})", flush=True)
+        handed = handed_over(last, args.handover)
+        return StageResult(handed, tested_report(folder, handed, split))
+    if state == "resume":
+        cleared = clear_stage(folder, checkpoints=False)  # reports of the fit that now goes on
+        print(f"== {stage}: fit (resuming from {last}{'; ' + cleared if cleared else ''})", flush=True)
+        run([*fit, "--ckpt_path", str(last)])
+    else:
+        notes = [f"refit: {reason}" if reason else "", clear_stage(folder)]
+        print(f"== {stage}: fit" + (f" ({'; '.join(note for note in notes if note)})" if any(notes) else ""),
+              flush=True)
+        run(fit)
+    handed = handed_over(last, args.handover)
+    print(f"== {stage}: test ({handed.name})", flush=True)
+    report = run(["test", *common, "--ckpt_path", str(handed)]).model.report_dir
+    return StageResult(handed, report / "metrics.json")
+
+
+def stage_state(last: Path, config: dict[str, Any], start: Path | None, handover: str,
+                split: str) -> tuple[str, str]:
+    """``done`` (made from this start and config, and its handed-over checkpoint tested), ``resume`` (the same
+    run, interrupted or stopped early) or ``fit`` (new, or made from another start or config: refit), with why."""
+    if not last.is_file():
+        return "fit", ""
+    saved = read_checkpoint(last)[ASC_KEY]
+    start_sha = sha256_file(start) if start is not None else None
+    if (saved.get("start") or {}).get("sha256") != start_sha:
+        what = f"its start {start} changed since it was fit" if start else "it was fit from another start"
+        return "fit", what
+    if saved.get("config") is None:
+        return "fit", "its checkpoint does not record its config (written by an older asc)"
+    changed = differing_keys(saved["config"], config)
+    if [key for key in changed if key not in STOP_KEYS]:
+        return "fit", f"its config changed since it was fit ({', '.join(changed[:4])})"
+    handed = handed_over(last, handover) if not changed else None
+    if handed is not None and tested_report(last.parents[1], handed, split) is not None:
+        return "done", "made from the same start and config, and tested"
+    return "resume", ""
+
+
+def differing_keys(before: Any, after: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two nested configs."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        keys = sorted(set(before) | set(after))
+        return [key for name in keys
+                for key in differing_keys(before.get(name), after.get(name), f"{prefix}{name}.")]
+    return [] if before == after else [prefix.rstrip(".")]
+
+
+def clear_stage(folder: Path, checkpoints: bool = True) -> str:
+    """Remove what an earlier fit of this stage left (checkpoints and metrics unless ``checkpoints`` is False,
+    test reports), so that the folder holds one fit; returns what was removed, for the console."""
+    fitted = [folder / "checkpoints", folder / "fit_metrics.json"] if checkpoints else []
+    candidates = [*fitted, *folder.glob("test"), *folder.glob("test-*")]
+    removed = [path for path in candidates if path.exists()]
+    for path in removed:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return f"removed the earlier {', '.join(path.name for path in removed)}" if removed else ""
+
+
+def tested_report(folder: Path, checkpoint: Path, split: str) -> Path | None:
+    """The stage's report of ``split`` when it measured exactly ``checkpoint`` (its content), else None."""
+    path = report_folder(folder, split) / "metrics.json"
+    try:
+        measured = json.loads(path.read_text()).get("measured") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    return path if checkpoint.is_file() and measured.get("checkpoint_sha256") == sha256_file(checkpoint) else None
 
 
 def read_recipe(folder: Path) -> tuple[Path, list[Path], str | None]:
@@ -151,19 +238,17 @@ def _missing(configs: Path, stage: str) -> bool:
     raise AscError(f"{configs / (stage + '.yaml')}: config of stage {stage!r} not found")
 
 
-def _run(main, args: list[str]) -> None:
-    status = main(args)
-    if status:
-        raise SystemExit(status)
-
-
-def write_summary(out: Path, stages: Sequence[str]) -> str:
-    """Table 1 and Table 2 of the report for this run, as Markdown, written to ``out/summary.md``."""
-    rows = []
+def write_summary(out: Path, stages: Sequence[str], results: dict[str, StageResult]) -> str:
+    """Table 1 and Table 2 of the report for this run, as Markdown, written to ``out/summary.md``: only the
+    test reports of the checkpoints the stages handed over, and a line for each stage without one."""
+    rows, missing = [], []
     for stage in stages:
-        path = out / stage / "test" / "metrics.json"
-        if path.is_file():
-            rows.append(json.loads(path.read_text()))
+        result = results.get(stage)
+        if result is None or result.report is None:
+            handed = result.handed if result else "its checkpoint"
+            missing.append(f"- {stage}: no test report of {handed} on the test split")
+            continue
+        rows.append(json.loads(result.report.read_text()))
     percent = lambda value: "" if value is None else f"{100 * value:.2f}"  # noqa: E731
     table1 = ["| | " + " | ".join(d.upper() for d in DEVICES) + " | Overall |",
               "|---" * (len(DEVICES) + 2) + "|"]
@@ -172,8 +257,9 @@ def write_summary(out: Path, stages: Sequence[str]) -> str:
     table2 = ["| | Params | MMACs | Bits | Acc (%) | LogLoss |", "|---|---|---|---|---|---|"]
     table2 += [f"| {m['model']} | {m['params']:,} | {m['macs'] / 1e6:.3f} | {m['bits']} | {percent(m['accuracy'])} "
                f"| {m['log_loss']:.3f} |" for m in rows]
-    text = "\n".join(["Top-1 accuracy (%) per device on the test split", "", *table1, "",
-                      "Complexity and accuracy", "", *table2, ""])
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.md").write_text(text)
+    measured = rows[0].get("measured") or {} if rows else {}
+    where = f" ({measured.get('clips')} clips of the {measured.get('split')} split of {measured.get('data_root')})"
+    text = "\n".join([f"Top-1 accuracy (%) per device on the test split{where if rows else ''}", "", *table1, "",
+                      "Complexity and accuracy", "", *table2, "", *(["Missing:", *missing, ""] if missing else [])])
+    atomic_write(out / "summary.md", text)
     return text + f"\nsummary written to {(out / 'summary.md').resolve()}"

@@ -3,6 +3,7 @@
 ``wandb sweep``/``wandb agent`` need a W&B server; this runs the same sweep file on one machine:
 the engine proposes values (bayes, random or grid), each run is an ``asc fit`` with ``--key=value``
 overrides exactly as a W&B agent would pass them, and the metric is read from the finished run.
+The file is checked first, so a mistake in it is one line naming the file and the key, before any trial.
 """
 
 from __future__ import annotations
@@ -16,14 +17,13 @@ from typing import Any
 import yaml
 
 from asc.errors import AscError
+from asc.files import atomic_write, ensure_folder
 
 
 def base_arguments(config: dict[str, Any], path: Path) -> list[str]:
     """The sweep's ``command`` without the program, the subcommand and W&B's ``${...}`` macros; its config
     files are found from any working directory (see ``find_config``)."""
-    command = [str(part) for part in config.get("command", [])]
-    if "fit" not in command:
-        raise AscError(f"{path}: 'command' must run 'asc fit ... ${{args}}'")
+    command = config["command"]
     arguments = [part for part in command[command.index("fit") + 1:] if not part.startswith("${")]
     return [find_config(part, path) if previous == "--config" else part
             for previous, part in zip(["", *arguments[:-1]], arguments, strict=True)]
@@ -42,8 +42,9 @@ def find_config(name: str, sweep_file: Path) -> str:
 
 def sweep(argv: Sequence[str]) -> int:
     """Run ``--count`` trials of a sweep file and print them best first."""
-    import sweeps
     from asc.cli.lightning_cli import fit_and_score
+
+    sweeps = _engine()
 
     parser = argparse.ArgumentParser(
         prog="asc sweep", description=sweep.__doc__,
@@ -56,15 +57,11 @@ def sweep(argv: Sequence[str]) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the search: the same seed proposes the same runs")
     args, extra = parser.parse_known_args(argv)
     extra = [part for part in extra if part != "--"]
-    if not args.config.is_file():
-        raise AscError(f"{args.config}: sweep config not found")
-    config = yaml.safe_load(args.config.read_text())
-    for key in ("method", "metric", "parameters"):
-        if key not in config:
-            raise AscError(f"{args.config}: missing key {key!r}")
+    config = read_sweep(args.config)
     metric = config["metric"]["name"]
     base = base_arguments(config, args.config)
-    runs: list[sweeps.SweepRun] = []
+    ensure_folder(args.out, "cannot create the sweep's folder")  # before the first trial, not after the last
+    runs: list[Any] = []  # sweeps.SweepRun
     for number in range(args.count):
         _seed_search(args.seed, number)
         proposal = sweeps.next_run(config, runs, validate=True)
@@ -81,11 +78,95 @@ def sweep(argv: Sequence[str]) -> int:
     ranked = sorted(runs, key=lambda run: run.summary_metrics[metric], reverse=goal == "maximize")
     results = [{"run": run.name, **{k: _plain(v["value"]) for k, v in run.config.items()},
                 metric: run.summary_metrics[metric]} for run in ranked]
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sweep_results.json").write_text(json.dumps(results, indent=2))
+    written = atomic_write(args.out / "sweep_results.json", json.dumps(results, indent=2) + "\n",
+                           "cannot write the sweep results")
     print(f"best: {results[0]}" if results else "no runs")
-    print(f"sweep results written to {(args.out / 'sweep_results.json').resolve()}")
+    print(f"sweep results written to {written.resolve()}")
     return 0
+
+
+def read_sweep(path: Path) -> dict[str, Any]:
+    """The sweep file, checked for what this command and ``wandb agent`` rely on: each problem is one line
+    naming the file and the key, before any trial (W&B's engine would stop with a traceback)."""
+    if not path.is_file():
+        raise AscError(f"{path}: sweep config not found")
+    try:
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise AscError(f"{path}: cannot read the sweep config ({error})") from None
+    except yaml.YAMLError as error:
+        raise AscError(f"{path}: not valid YAML ({_yaml_problem(error)})") from None
+    if not isinstance(config, dict):
+        found = "an empty file" if config is None else f"a {type(config).__name__}"
+        raise AscError(f"{path}: not a W&B sweep config (expected a mapping of method, metric, parameters and "
+                       f"command, found {found})")
+    for problem in (_metric_problem(config), _parameters_problem(config), _command_problem(config)):
+        if problem:
+            raise AscError(f"{path}: {problem}")
+    _check_schema(config, path)
+    return config
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's message (several lines with a caret) as ``line N: problem``."""
+    mark, problem = getattr(error, "problem_mark", None), getattr(error, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}: {problem}"
+    return " ".join(str(error).split())
+
+
+def _metric_problem(config: dict[str, Any]) -> str | None:
+    """``metric.name`` is what each trial's score is read as; W&B's schema would not say which key is wrong."""
+    metric = config.get("metric")
+    if not isinstance(metric, dict) or "name" not in metric:
+        return "metric.name: not set (the logged metric the search optimizes, e.g. val/selection)"
+    if not isinstance(metric["name"], str) or not metric["name"]:
+        return f"metric.name: expected a metric's name, found {metric['name']!r}"
+    return None
+
+
+def _parameters_problem(config: dict[str, Any]) -> str | None:
+    """``parameters`` maps config keys to search specs; W&B's schema check itself crashes on other shapes."""
+    parameters = config.get("parameters")
+    if not isinstance(parameters, dict) or not parameters:
+        found = "nothing" if parameters is None else repr(parameters)
+        return f"parameters: expected a mapping of config keys to what to search (values, or min and max), " \
+               f"found {found}"
+    for key, spec in parameters.items():
+        if not isinstance(spec, dict):
+            return f"parameters.{key}: expected a mapping (values: [...], value: x, or min and max), found {spec!r}"
+    return None
+
+
+def _command_problem(config: dict[str, Any]) -> str | None:
+    """The trial's command line: this command reads its configs, ``wandb agent`` runs it with ``${args}``."""
+    command = config.get("command")
+    if not isinstance(command, list) or not all(isinstance(part, str) for part in command):
+        return "command: expected a list of strings: [asc, fit, --config, FILE, ..., ${args}]"
+    if "fit" not in command or not {"${args}", "${args_no_equals}"} & set(command):  # the forms jsonargparse reads
+        return "command: must run 'asc fit ... ${args}' (W&B's agent puts the trial's --key=value in ${args})"
+    return None
+
+
+def _check_schema(config: dict[str, Any], path: Path) -> None:
+    """The rest as ``wandb sweep`` checks it (method, goal, distributions), with W&B's own schema."""
+    try:
+        violations = _engine().schema_violations_from_proposed_config(config)
+    except (ValueError, TypeError, AttributeError, KeyError) as error:
+        violations = [str(error)]
+    if violations:
+        raise AscError(f"{path}: not a valid W&B sweep config ({'; '.join(' '.join(v.split()) for v in violations)})")
+
+
+def _engine() -> Any:
+    """W&B's search engine (the ``sweeps`` package), imported without the pydantic-v2 warning it triggers:
+    a user would see three lines of noise above every result or error line."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import sweeps
+    return sweeps
 
 
 def _seed_search(seed: int, number: int) -> None:

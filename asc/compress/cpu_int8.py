@@ -39,6 +39,7 @@ from torch import nn
 
 from asc.compress.quantization import INPUT_NAME, ONNX_OPSET, OUTPUT_NAME, check_calibrated
 from asc.errors import AscError
+from asc.files import atomic_write
 
 #: Zero-point that puts int8 symmetric codes on uint8 (activations and weights).
 ZERO = 128
@@ -343,7 +344,7 @@ def export_onnx_cpu(
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], producer_name="asc")
     onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+    atomic_write(path, proto.SerializeToString(), "cannot write the ONNX file")
 
 
 def _classes(model: nn.Module) -> int:

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from asc.errors import AscError
+from asc.files import atomic_path
 
 #: Activation-range calibration methods (weights always take their max). modelopt's histogram "mse"
 #: is left out on purpose: it collapses activation ranges (amax 1.4 -> 0.07) and destroys accuracy.
@@ -222,9 +223,9 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
         example = example.to(parameter.device)
     was_training = model.training
     try:
-        with _quiet(), torch.no_grad():
+        with atomic_path(path, "cannot write the ONNX file") as partial, _quiet(), torch.no_grad():
             torch.onnx.export(
-                model.eval(), example, str(path), dynamo=False, opset_version=ONNX_OPSET,
+                model.eval(), example, str(partial), dynamo=False, opset_version=ONNX_OPSET,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             )

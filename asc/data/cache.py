@@ -6,7 +6,12 @@ The key hashes the feature settings and the file list with each file's size and 
 changing either, or replacing a WAV, builds a new cache (a stat per file, no re-reading of the audio).
 Data is written under a temporary name and renamed, and the JSON index is written last: a cache
 without its index is never read, so an interrupted build is simply rebuilt, and the next build
-removes what a killed one left behind.
+removes what a killed one left behind. The whole file is reserved on disk before it is filled, so a full
+disk stops with one line instead of a SIGBUS from the memory map.
+
+Each index also records a digest of the clip list alone (``clips``): caches of the same clips with other
+feature settings are kept, while caches of earlier data (clips changed, added or removed) are announced
+at each build and removed by ``asc cache ROOT --prune``.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +31,13 @@ from tqdm.auto import tqdm
 
 from asc.data.audio import AudioIssues, load_clip
 from asc.data.features import FeatureSettings, LogMel
+from asc.errors import AscError
+from asc.files import PARTIAL, atomic_path, atomic_write, claim_space, ensure_folder, size_text, write_failure
 
 log = logging.getLogger(__name__)
 CACHE_DIR_NAME = ".asc_cache"
 CHUNK = 64
+WHAT = "cannot write the feature cache"
 
 
 def default_cache_dir(root: Path) -> Path:
@@ -53,21 +62,29 @@ class FeatureCache:
         self.filenames = list(filenames)
         self.settings = settings
         self.directory = Path(directory) if directory else default_cache_dir(self.root)
-        self.key = self._key()
+        lines = self._clip_lines()
+        self.clips = hashlib.sha256(lines).hexdigest()[:20]
+        self.key = hashlib.sha256(settings.key().encode() + lines).hexdigest()[:20]
         self.shape = (len(self.filenames), settings.n_mels, settings.n_frames)
         self.data_path = self.directory / f"logmel-{self.key}.f16"
         self.index_path = self.directory / f"logmel-{self.key}.json"
 
-    def _key(self) -> str:
-        """Settings, file list, and each file's size and modification time (a replaced WAV is noticed)."""
-        digest = hashlib.sha256(self.settings.key().encode())
+    def _clip_lines(self) -> bytes:
+        """File list with each file's size and modification time (a replaced WAV is noticed); the key hashes
+        it with the settings, ``clips`` alone, so that caches of the same clips can be told from earlier data."""
+        lines = []
         for name in self.filenames:
             try:
                 stat = (self.root / name).stat()
-                digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+                lines.append(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n")
             except OSError:  # a missing file is reported by the index check, by name
-                digest.update(f"{name}\t-\n".encode())
-        return digest.hexdigest()[:20]
+                lines.append(f"{name}\t-\n")
+        return "".join(lines).encode()
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the data file: float16 log-mels."""
+        return int(np.prod(self.shape)) * 2
 
     def is_complete(self) -> bool:
         """True when the index exists, matches this key and shape, and the data file has the right size."""
@@ -75,12 +92,11 @@ class FeatureCache:
             index = json.loads(self.index_path.read_text())
         except (OSError, ValueError):
             return False
-        expected_bytes = int(np.prod(self.shape)) * 2
         return (
             index.get("key") == self.key
             and tuple(index.get("shape", ())) == self.shape
             and self.data_path.is_file()
-            and self.data_path.stat().st_size == expected_bytes
+            and self.data_path.stat().st_size == self.nbytes
         )
 
     def ensure(self, workers: int = 0, progress: bool = True) -> AudioIssues:
@@ -91,30 +107,77 @@ class FeatureCache:
         return self.build(workers=workers, progress=progress)
 
     def build(self, workers: int = 0, progress: bool = True) -> AudioIssues:
-        """Compute every log-mel with ``workers`` processes and publish the cache atomically."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self.index_path.unlink(missing_ok=True)
-        remove_stale_partials(self.directory)
-        partial = self.data_path.with_name(f"{self.data_path.name}{_partial_suffix()}")
+        """Compute every log-mel with ``workers`` processes and publish the cache atomically: data under a
+        temporary name renamed when whole, then the index. Nothing is left behind when a step fails."""
+        self._prepare_folder()
         print(f"feature cache: computing {len(self.filenames)} clips into {self.data_path}", flush=True)
-        issues = AudioIssues()
+        with atomic_path(self.data_path, WHAT) as partial:
+            self._reserve(partial)
+            issues = self._fill(partial, workers, progress)
+        index = {"key": self.key, "clips": self.clips, "shape": list(self.shape), "settings": self.settings.__dict__,
+                 "root": str(self.root.resolve()), "filenames": self.filenames}
         try:
-            data = np.memmap(partial, dtype=np.float16, mode="w+", shape=self.shape)
-            for start, block, block_issues in self._compute(workers, progress):
-                data[start : start + len(block)] = block
-                issues.merge(block_issues)
-            data.flush()
-            del data
-            os.replace(partial, self.data_path)
-        finally:
-            partial.unlink(missing_ok=True)
-        index = {"key": self.key, "shape": list(self.shape), "settings": self.settings.__dict__,
-                 "root": str(self.root), "filenames": self.filenames}
-        tmp_index = self.index_path.with_name(f"{self.index_path.name}{_partial_suffix()}")
-        tmp_index.write_text(json.dumps(index))
-        os.replace(tmp_index, self.index_path)
+            atomic_write(self.index_path, json.dumps(index), WHAT)
+        except AscError as error:  # data without its index is never read: give its room back
+            self.data_path.unlink(missing_ok=True)
+            raise _elsewhere(error) from None
         log.info("feature cache: wrote %s (%d clips)", self.data_path, len(self.filenames))
+        self._announce_unused()
         return issues
+
+    def _prepare_folder(self) -> None:
+        """Create the folder (or stop in one line naming it) before any clip is computed, drop this key's old
+        index (its data is about to be replaced) and what killed builds left."""
+        try:
+            ensure_folder(self.directory)
+            self.index_path.unlink(missing_ok=True)
+        except OSError as error:
+            raise _elsewhere(write_failure(self.directory, error, "cannot write into the folder")) from None
+        except AscError as error:
+            raise _elsewhere(error) from None
+        remove_stale_partials(self.directory)
+
+    def _reserve(self, partial: Path) -> None:
+        """Claim the whole file on disk before the memory map fills it: writing a page of a sparse map on a
+        full disk kills the process with SIGBUS, a reservation fails here with one line and the size."""
+        with partial.open("wb") as handle:
+            try:
+                claim_space(handle.fileno(), self.nbytes, self.data_path, WHAT)
+            except AscError as error:
+                raise _elsewhere(error) from None
+
+    def _fill(self, partial: Path, workers: int, progress: bool) -> AudioIssues:
+        """Write each chunk's log-mels into the reserved file as the workers return them."""
+        issues = AudioIssues()
+        data = np.memmap(partial, dtype=np.float16, mode="r+", shape=self.shape)
+        for start, block, block_issues in self._compute(workers, progress):
+            data[start : start + len(block)] = block
+            issues.merge(block_issues)
+        data.flush()
+        del data
+        return issues
+
+    def unused(self) -> dict[str, list[Path]]:
+        """The other caches in this folder that no current clip list uses (see :func:`unused_caches`)."""
+        return unused_caches(self.directory, self.root, self.clips)
+
+    def prune(self) -> Pruned:
+        """Remove the caches of earlier data and what killed builds left, and say what was freed."""
+        unused, partials = self.unused(), stale_partials(self.directory)
+        files = [path for paths in unused.values() for path in paths] + partials
+        size = _size(files)
+        _remove(files)
+        return Pruned(self.directory, len(unused), len(partials), size)
+
+    def _announce_unused(self) -> None:
+        """One line when caches of earlier data take room here: each is the size of the whole set's log-mels."""
+        unused = self.unused()
+        if not unused:
+            return
+        size = _size([path for paths in unused.values() for path in paths])
+        folder = "" if self.directory == default_cache_dir(self.root) else f" --cache-dir {self.directory}"
+        print(f"feature cache: {len(unused)} cache(s) of earlier data in {self.directory} take {size_text(size)} "
+              f"(asc cache {self.root}{folder} --prune removes them)", flush=True)
 
     def _compute(self, workers: int, progress: bool):
         chunks = [(start, self.filenames[start : start + CHUNK]) for start in range(0, len(self.filenames), CHUNK)]
@@ -142,21 +205,90 @@ class FeatureCache:
         return np.memmap(self.data_path, dtype=np.float16, mode="r", shape=self.shape)
 
 
-def _partial_suffix() -> str:
-    """Names a file being written by this process: ``.partial-<host>-<pid>``."""
-    return f".partial-{socket.gethostname()}-{os.getpid()}"
+@dataclass(frozen=True)
+class Pruned:
+    """What ``asc cache ROOT --prune`` removed from a cache folder."""
+
+    directory: Path
+    caches: int
+    partials: int
+    bytes: int
+
+    def __str__(self) -> str:
+        if not self.caches and not self.partials:
+            return f"nothing to remove: no feature cache of earlier data in {self.directory}"
+        parts = [f"{self.caches} feature cache(s) of earlier data"] if self.caches else []
+        parts += [f"{self.partials} file(s) left by interrupted builds"] if self.partials else []
+        return f"removed {' and '.join(parts)} ({size_text(self.bytes)}) from {self.directory}"
+
+
+def unused_caches(directory: Path, root: Path, clips: str) -> dict[str, list[Path]]:
+    """The files (data, index or both) of each cache in ``directory`` that the clip list ``clips`` of ``root``
+    does not use: its index names other clips, or no clips (written by an older asc), or is missing. A cache
+    whose index names another dataset root that still exists (a shared cache folder) is left to that root."""
+    files: dict[str, list[Path]] = {}
+    for path in sorted([*directory.glob("logmel-*.f16"), *directory.glob("logmel-*.json")]):
+        files.setdefault(path.name[len("logmel-") :].rsplit(".", 1)[0], []).append(path)
+    return {key: paths for key, paths in files.items()
+            if not _in_use(directory / f"logmel-{key}.json", root, clips)}
+
+
+def _in_use(index_path: Path, root: Path, clips: str) -> bool:
+    """True for a cache of the clip list ``clips``, or of another dataset root that still exists."""
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(index, dict) or "clips" not in index:
+        return False
+    other = Path(str(index.get("root", "")))
+    return index["clips"] == clips or (other.is_absolute() and other != root.resolve() and other.is_dir())
+
+
+def _size(paths: Sequence[Path]) -> int:
+    """Bytes the files take (one removed meanwhile counts nothing)."""
+    total = 0
+    for path in paths:
+        try:
+            total += path.stat().st_size
+        except OSError:
+            continue
+    return total
+
+
+def _remove(paths: Sequence[Path]) -> None:
+    """Delete the files, or stop in one line naming the first that cannot be deleted."""
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as error:
+            raise write_failure(path, error, "cannot remove") from None
+
+
+def _elsewhere(error: AscError) -> AscError:
+    """The same line, saying how to put the cache in another folder."""
+    return AscError(f"{error}; another cache folder: data.cache_dir (asc cache --cache-dir)")
+
+
+def stale_partials(directory: Path) -> list[Path]:
+    """What killed builds on this machine left behind (their process is gone); a build running in another
+    process, or on another machine sharing the folder, is left alone."""
+    host, stale = socket.gethostname(), []
+    for path in directory.glob(f"logmel-*{PARTIAL}*"):  # asc.files.partial_name: <name>.partial-<host>-<pid>
+        owner, _, pid = path.name.rpartition(PARTIAL)[2].rpartition("-")
+        if owner in ("", host) and pid.isdigit() and not _alive(int(pid)):
+            stale.append(path)
+    return stale
 
 
 def remove_stale_partials(directory: Path) -> list[Path]:
-    """Delete what killed builds on this machine left behind (their process is gone); a build running in
-    another process, or on another machine sharing the folder, is left alone."""
+    """Delete the :func:`stale_partials` of ``directory``; a file that cannot be deleted is left alone."""
     removed = []
-    host = socket.gethostname()
-    for path in directory.glob("logmel-*.partial-*"):
-        owner, _, pid = path.name.rpartition(".partial-")[2].rpartition("-")
-        if owner not in ("", host) or not pid.isdigit() or _alive(int(pid)):
+    for path in stale_partials(directory):
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
             continue
-        path.unlink(missing_ok=True)
         removed.append(path)
     if removed:
         log.warning("feature cache: removed %d file(s) left by interrupted builds in %s", len(removed), directory)

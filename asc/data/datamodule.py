@@ -82,7 +82,8 @@ class DCASEDataModule(L.LightningDataModule):
     """Train / validation / test / predict loaders for one dataset root.
 
     Args:
-        root: dataset root holding ``meta.csv``, ``evaluation_setup/`` and ``audio/``.
+        root: dataset root holding ``meta.csv``, ``evaluation_setup/`` and ``audio/`` (default: the
+            ``ASC_DATA_ROOT`` environment variable); stored absolute, so a checkpoint names its data.
         batch_size: training mini-batch (the report uses 64).
         eval_batch_size: batch size for validation, test and predict (default: ``batch_size``).
         num_workers: DataLoader worker processes.
@@ -115,15 +116,12 @@ class DCASEDataModule(L.LightningDataModule):
         progress: bool = True,
     ) -> None:
         super().__init__()
-        if not root:
-            raise AscError("data.root: not set (pass --data.root DIR, the folder holding meta.csv)")
-        if val_split not in VAL_SPLITS:
-            raise AscError(f"data.val_split: {val_split!r} is not one of {', '.join(VAL_SPLITS)}")
-        if test_split not in FOLD_FILES:
-            raise AscError(f"data.test_split: {test_split!r} is not one of {', '.join(FOLD_FILES)}")
-        if batch_size < 1:
-            raise AscError(f"data.batch_size: {batch_size} must be at least 1")
+        root = data_root(root)  # absolute: a checkpoint names this data set from any working folder
+        check_settings(batch_size=batch_size, eval_batch_size=eval_batch_size, num_workers=num_workers,
+                       val_split=val_split, holdout_fraction=holdout_fraction, test_split=test_split,
+                       cache_workers=cache_workers)
         self.save_hyperparameters(ignore=["features"])
+        self.hparams["root"] = root  # the absolute path (the frame's argument may still be the given one)
         self.hparams["features"] = asdict(features)  # plain dict: checkpoints stay loadable with weights_only
         self.root = Path(root)
         self.features = features
@@ -242,6 +240,36 @@ class DCASEDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict")
 
+
+
+#: The environment variable that names the data root when ``data.root`` is not given (W&B sweep agents, jobs).
+ROOT_VARIABLE = "ASC_DATA_ROOT"
+
+
+def data_root(root: str | None) -> str:
+    """``root``, else ``$ASC_DATA_ROOT``, as an absolute path; one line when neither is set."""
+    root = root or os.environ.get(ROOT_VARIABLE)
+    if not root:
+        raise AscError(f"data.root: not set (pass --data.root DIR, the folder holding meta.csv, or set "
+                       f"{ROOT_VARIABLE})")
+    return str(Path(root).expanduser().resolve())
+
+
+def check_settings(*, batch_size: int, eval_batch_size: int | None, num_workers: int, val_split: str,
+                   holdout_fraction: float, test_split: str, cache_workers: int | None) -> None:
+    """Every data setting checked where it is given, before a logger starts or a file is read."""
+    if val_split not in VAL_SPLITS:
+        raise AscError(f"data.val_split: {val_split!r} is not one of {', '.join(VAL_SPLITS)}")
+    if test_split not in FOLD_FILES:
+        raise AscError(f"data.test_split: {test_split!r} is not one of {', '.join(FOLD_FILES)}")
+    for key, value in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+        if value is not None and value < 1:
+            raise AscError(f"data.{key}: {value} must be at least 1")
+    for key, value in (("num_workers", num_workers), ("cache_workers", cache_workers)):
+        if value is not None and value < 0:
+            raise AscError(f"data.{key}: {value} must be 0 or more")
+    if val_split == "holdout" and not 0.0 < holdout_fraction < 1.0:
+        raise AscError(f"data.holdout_fraction: {holdout_fraction} is not between 0 and 1")
 
 
 class EpochShuffle(Sampler[int]):

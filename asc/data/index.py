@@ -100,6 +100,7 @@ class DatasetIndex:
         if not self.root.is_dir():
             raise AscError(f"{self.root}: dataset root not found (expected meta.csv, evaluation_setup/, audio/)")
         self.labelled = not self._is_evaluation_set()
+        self._fold_lines: dict[str, dict[str, int]] = {}  # line of each clip in each fold file read so far
         if self.labelled:
             self.meta = self._read_meta()
             self._folds: dict[str, list[str]] = {split: self._read_fold(split) for split in FOLD_FILES}
@@ -122,8 +123,7 @@ class DatasetIndex:
         path = self.root / FOLD_FILES["test"]
         filenames, seen = [], {}
         for line, (filename,) in _read_tsv(path, FOLD_COLUMNS["test"]):
-            if filename in seen:
-                raise AscError(f"{path}:{line}: {filename!r} is listed twice (first on line {seen[filename]})")
+            self._check_listed_once(path, line, filename, seen, "test")
             seen[filename] = line
             filenames.append(filename)
         if not filenames:
@@ -155,22 +155,37 @@ class DatasetIndex:
         return meta
 
     def _read_fold(self, split: str) -> list[str]:
+        """A fold file's clips, each in meta.csv with the same scene, none listed twice, and none of the evaluate
+        fold in the train fold: a duplicate would weigh a clip twice and an overlap would validate on trained
+        clips, both silently inflating the scores. (fold1_test.csv repeating fold1_evaluate.csv is the
+        official split.)"""
         path = self.root / FOLD_FILES[split]
-        filenames = []
+        lines: dict[str, int] = {}
         absent = []
         for line, cells in _read_tsv(path, FOLD_COLUMNS[split]):
             filename = cells[0]
+            self._check_listed_once(path, line, filename, lines, split)
+            lines[filename] = line
             row = self.meta.get(filename)
             if row is None:
                 absent.append((line, filename))
                 continue
             if len(cells) > 1 and cells[1] != row.scene:
                 raise AscError(f"{path}:{line}: scene {cells[1]!r} but meta.csv line {row.line} says {row.scene!r}")
-            filenames.append(filename)
         if absent:
             line, filename = absent[0]
             raise AscError(f"{path}:{line}: {len(absent)} file(s) absent from meta.csv, first {filename!r}")
-        return filenames
+        self._fold_lines[split] = lines
+        return list(lines)
+
+    def _check_listed_once(self, path: Path, line: int, filename: str, lines: dict[str, int], split: str) -> None:
+        """Refuse a clip listed twice in one fold file, or listed for validation while also trained on."""
+        if filename in lines:
+            raise AscError(f"{path}:{line}: {filename!r} is listed twice (first on line {lines[filename]})")
+        trained = self._fold_lines.get("train", {})
+        if split == "evaluate" and filename in trained:
+            raise AscError(f"{path}:{line}: {filename!r} is also in {Path(FOLD_FILES['train']).name} line "
+                           f"{trained[filename]}: a clip may not be both trained and validated on")
 
     def filenames(self, split: str) -> list[str]:
         """File names of a fold file, in its order."""

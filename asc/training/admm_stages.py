@@ -33,6 +33,7 @@ from asc.compress.pruning import (
     search_threshold,
 )
 from asc.errors import AscError
+from asc.files import atomic_write
 from asc.models.tandem import Tandem
 from asc.training.checkpoints import ASC_KEY
 from asc.training.modules import SceneModule
@@ -123,7 +124,7 @@ class ADMMStage(SceneModule, ABC):
 
     # ------------------------------------------------------ reports, ckpt
     def report_extra(self, folder: Path) -> None:
-        (folder / "compression.json").write_text(json.dumps(self.history, indent=2))
+        atomic_write(folder / "compression.json", json.dumps(self.history, indent=2))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)

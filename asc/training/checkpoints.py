@@ -10,36 +10,58 @@ refers to the checkpoint it started from.
 
 from __future__ import annotations
 
-import pickle
-import zipfile
+import re
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
 from asc.data.features import FeatureSettings
 from asc.errors import AscError
+from asc.files import atomic_path
 
 ASC_KEY = "asc"
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint on the CPU; AscError for a missing, corrupt or foreign file."""
+    """Load a checkpoint on the CPU, never running code a file holds (``weights_only``); AscError in the
+    project's own words for a missing, damaged, foreign or crafted file."""
     path = Path(path)
     if not path.is_file():
         raise AscError(f"{path}: checkpoint not found")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on pickle protocols says nothing to a user
+            warnings.simplefilter("ignore")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch.load fails on foreign bytes in many ways (KeyError for a text file, ...)
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if not isinstance(error, (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, OSError)):
-            reason = f"{type(error).__name__} {reason}"
-        raise AscError(f"{path}: not a readable checkpoint (corrupt or truncated?): {reason}") from None
+        raise AscError(f"{path}: {unreadable_reason(path, error)}") from None
     if not isinstance(checkpoint, dict) or ASC_KEY not in checkpoint or "state_dict" not in checkpoint:
         raise AscError(f"{path}: not a checkpoint of this project (no architecture description)")
     return checkpoint
+
+
+def unreadable_reason(path: Path, error: BaseException) -> str:
+    """Why torch.load refused ``path``, in a user's terms. torch's own message advises loading the file with
+    ``weights_only=False``, which would not help for a damaged file and would run a crafted file's code."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(4)
+    except OSError as read_error:
+        return f"cannot be read ({read_error.strerror or read_error})"
+    blocked = re.search(r"GLOBAL ([\w.]+)", str(error))
+    if blocked:
+        return (f"refused: it holds a Python object ({blocked.group(1)}) that no checkpoint of this project "
+                f"holds, and loading it could run code from the file")
+    if head.startswith(b"PK\x03\x04"):
+        return "not a readable checkpoint (damaged or truncated? copy it again)"
+    if head.startswith(b"\x80"):
+        return "refused: a pickle that is not a checkpoint of this project (it is not loaded, as it could run code)"
+    return (f"not a readable checkpoint (torch.save writes a zip archive; this file of {path.stat().st_size:,} bytes "
+            f"starts with {head!r})")
 
 
 def model_state(checkpoint: dict[str, Any], prefix: str = "model.") -> dict[str, torch.Tensor]:
@@ -74,3 +96,13 @@ def network_checkpoint(model: nn.Module, features: FeatureSettings, **extra: Any
 
     return {ASC_KEY: {"architecture": describe(model), "features": asdict(features), "history": [], **extra},
             "state_dict": {f"model.{key}": value for key, value in model.state_dict().items()}}
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made whole-or-nothing: a checkpoint goes to a temporary file that is
+    renamed over its name only once written, so a full disk leaves the last good ``last.ckpt`` in place
+    (and no truncated file a resume would trust), and the failure is one line naming the path."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        with atomic_path(path, "cannot write the checkpoint") as partial:
+            super().save_checkpoint(checkpoint, partial, storage_options)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from asc.data.layout import SCENES
 from asc.errors import AscError
+from asc.files import atomic_write
 
 #: ``model.teacher`` entry naming the network the stage starts from (``model.init_ckpt``).
 INIT = "init"
@@ -63,11 +64,10 @@ def read_logits(path: Path) -> dict[str, Tensor]:
 
 def write_logits(path: Path, filenames: Sequence[str], logits: Tensor) -> None:
     """The format ``read_logits`` reads (file names as in the fold files, e.g. ``audio/x.wav``)."""
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        writer.writerow(["filename", *SCENES])
-        for name, row in zip(filenames, logits.tolist(), strict=True):
-            writer.writerow([name, *(f"{value:.6f}" for value in row)])
+    lines = ["\t".join(["filename", *SCENES])]
+    lines += ["\t".join([name, *(f"{value:.6f}" for value in row)])
+              for name, row in zip(filenames, logits.tolist(), strict=True)]
+    atomic_write(path, "\n".join(lines) + "\n")
 
 
 def _key(filename: str) -> str:

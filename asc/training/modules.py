@@ -26,12 +26,21 @@ from asc.data.audio import load_impulse_responses
 from asc.data.datamodule import derived_seed
 from asc.data.features import FeatureSettings, mel_log_gains
 from asc.errors import AscError
+from asc.files import sha256_file
 from asc.models.architecture import build, describe
 from asc.training.augment import device_response, freq_mixstyle, frequency_mask, mixup, random_roll
 from asc.training.checkpoints import ASC_KEY, check_features, read_checkpoint, saved_features
 from asc.training.distillation import INIT, Teacher, build_teacher, kd_loss, saved_teacher
 from asc.training.metrics import SceneMetrics, scalar_logs
-from asc.training.reports import log_report_to_wandb, say, write_fit_metrics, write_report
+from asc.training.reports import (
+    claim_report_folder,
+    log_report_to_wandb,
+    report_folder,
+    say,
+    trainer_measurement,
+    write_fit_metrics,
+    write_report,
+)
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +116,13 @@ class SceneModule(L.LightningModule):
         self.register_buffer("ir_gains", None, persistent=False)
         self.history: list[dict[str, Any]] = []  # what compression did so far, carried from stage to stage
         self.started_from: str | None = None
+        self.start: dict[str, str] | None = None  # the checkpoint this fit started from: path and content hash
+        self.run_config: dict[str, Any] | None = None  # the fit's resolved config (set by the CLI)
         self.val_metrics = SceneMetrics()
         self.test_metrics = SceneMetrics()
         self.test_summary: dict[str, Any] | None = None
         self.report_dir: Path | None = None
+        self.measured: dict[str, Any] | None = None
 
     # ----------------------------------------------------------------- model
     def forward(self, x: Tensor) -> Tensor:
@@ -180,6 +192,7 @@ class SceneModule(L.LightningModule):
         self.adopt(checkpoint, path)
         self.history = list(checkpoint[ASC_KEY].get("history", []))
         self.started_from = str(path)
+        self.start = {"path": str(Path(path).resolve()), "sha256": sha256_file(path)}
 
     def adopt(self, checkpoint: dict[str, Any], path: str) -> None:
         """Refuse a checkpoint this stage cannot start from; else take its network (default: all of it).
@@ -279,15 +292,25 @@ class SceneModule(L.LightningModule):
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self.test_metrics.update(self(batch["x"]), batch["label"], batch["device"])
 
+    def on_test_start(self) -> None:
+        """Before the first clip: what this test measures, and the folder its report goes to (one of its
+        own per split; never over the report of another checkpoint or data set)."""
+        self.measured = trainer_measurement(self.trainer, self.measured_file())
+        self.report_dir = report_folder(self.trainer.default_root_dir, self.measured["split"])
+        claim_report_folder(self.report_dir, self.measured)
+
+    def measured_file(self) -> str | None:
+        """The file whose network is tested: the checkpoint ``--ckpt_path`` named."""
+        return self.trainer.ckpt_path
+
     def on_test_epoch_end(self) -> None:
         summary = self.test_metrics.compute()
         self.test_metrics.reset()
         self.log_dict(scalar_logs(summary, "test"), sync_dist=True)
         self.test_summary = summary
         if self.trainer.is_global_zero:
-            self.report_dir = Path(self.trainer.default_root_dir) / "test"
-            write_report(self.report_dir, self.report_row_name(), summary, self.report_complexity())
             self.report_extra(self.report_dir)
+            write_report(self.report_dir, self.report_row_name(), summary, self.report_complexity(), self.measured)
             log_report_to_wandb(self.logger, summary, self.report_dir)
 
     def report_row_name(self) -> str:
@@ -313,6 +336,11 @@ class SceneModule(L.LightningModule):
             checkpoint[ASC_KEY]["teacher"] = self.teacher.descriptions()
         if self.logger is not None and self.logger.version is not None:  # a resumed fit continues this run
             checkpoint[ASC_KEY]["logger_version"] = str(self.logger.version)
+        # What made it: the start and the resolved config (``asc pipeline --skip-done`` reuses a stage only
+        # when both are what it would use now).
+        checkpoint[ASC_KEY]["start"] = self.start
+        if self.run_config is not None:
+            checkpoint[ASC_KEY]["config"] = self.run_config
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Rebuild the network from the checkpoint's own description (a pruned or band-selected model
@@ -323,6 +351,9 @@ class SceneModule(L.LightningModule):
             raise AscError(f"{path}: no architecture description: not a checkpoint of this project")
         check_features(saved_features(checkpoint, path), self.features, str(path))
         self.history = list(saved.get("history", []))
+        self.start = saved.get("start")
+        if self.run_config is None:  # a fit resumed outside the CLI keeps the record of the one it continues
+            self.run_config = saved.get("config")
         self.model = self.restore_network(checkpoint).to(self.device)
         if networks := saved_teacher(checkpoint):
             self.teacher = Teacher(networks).to(self.device)

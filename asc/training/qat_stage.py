@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from asc.compress import quantization
 from asc.data.features import FeatureSettings
 from asc.errors import AscError
+from asc.files import atomic_write
 from asc.training.checkpoints import check_features
 from asc.training.modules import SceneModule
 from asc.training.reports import say
@@ -77,7 +78,7 @@ class QATStage(SceneModule):
 
     def report_extra(self, folder: Path) -> None:
         quantizers = [name for name, _ in quantization.quantizers(self.network)]
-        (folder / "quantization.json").write_text(json.dumps(
+        atomic_write(folder / "quantization.json", json.dumps(
             {"calibration": self.hparams.calibration, "quantizers": quantizers, "history": self.history}, indent=2))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -135,6 +136,9 @@ class OnnxModel(SceneModule):
     def forward(self, x: Tensor) -> Tensor:
         logits = quantization.run_onnx(self.path, x.cpu().numpy().astype(np.float32))
         return torch.from_numpy(logits).to(x.device)
+
+    def measured_file(self) -> str | None:
+        return str(self.path)
 
     def report_complexity(self) -> dict[str, Any]:
         return self.front_end.get("complexity", {"params": 0, "macs": 0, "bits": 0})

@@ -4,6 +4,7 @@ confusion matrix as PNG and CSV), the challenge's submission CSV, and console li
 from __future__ import annotations
 
 import csv
+import io
 import json
 import time
 from collections.abc import Sequence
@@ -16,6 +17,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.utilities import rank_zero_only
 
 from asc.data.layout import DEVICES, SCENES
+from asc.errors import AscError
+from asc.files import atomic_path, atomic_write, sha256_file
 
 
 @rank_zero_only
@@ -51,6 +54,68 @@ class EpochLine(Callback):
         say(": ".join([parts[0], ", ".join([*parts[1:], f"{time.monotonic() - self.started:.1f} s"])]))
 
 
+#: The split a run's test report is of (the report tests on fold 1's evaluate split); the reports of other
+#: splits go to folders of their own (``test-<split>``), so that one never replaces the other.
+TEST_SPLIT = "evaluate"
+
+
+def report_folder(run_dir: str | Path, split: str | None) -> Path:
+    """``RUN/test`` for the evaluate split, ``RUN/test-<split>`` for any other."""
+    return Path(run_dir) / ("test" if split in (None, TEST_SPLIT) else f"test-{split}")
+
+
+def measurement(measured_file: str | Path | None, split: str | None, data_root: str | Path | None,
+                clips: int | None = None) -> dict[str, Any]:
+    """What a test measures: the file (checkpoint or export; path and content hash), the split, the data
+    root (absolute), the number of clips and the asc version. A report without it could be of anything."""
+    from asc import __version__
+
+    path = Path(measured_file).resolve() if measured_file else None
+    return {"checkpoint": str(path) if path else None,
+            "checkpoint_sha256": sha256_file(path) if path and path.is_file() else None,
+            "split": split,
+            "data_root": str(Path(data_root).resolve()) if data_root else None,
+            "clips": clips,
+            "asc_version": __version__}
+
+
+def trainer_measurement(trainer: L.Trainer, measured_file: str | Path | None) -> dict[str, Any]:
+    """:func:`measurement` of a test the trainer runs, from its data module."""
+    data = getattr(trainer, "datamodule", None)
+    dataset = getattr(data, "datasets", {}).get("test")
+    return measurement(measured_file, getattr(data, "hparams", {}).get("test_split"), getattr(data, "root", None),
+                       len(dataset) if dataset is not None else None)
+
+
+def claim_report_folder(folder: Path, measured: dict[str, Any]) -> None:
+    """Refuse, before testing, to replace a report of another checkpoint, split or data set. The same
+    checkpoint (by content, wherever it now lies) replaces its report silently; a file refit at the same
+    path replaces the report of its earlier content, and says so."""
+    path = folder / "metrics.json"
+    if not path.is_file():
+        return
+    try:
+        earlier = json.loads(path.read_text()).get("measured")
+    except (OSError, ValueError, AttributeError):
+        earlier = None
+    if not isinstance(earlier, dict):
+        say(f"{path}: replacing a report that does not say what it measured")
+        return
+    same_file = earlier.get("checkpoint_sha256") == measured["checkpoint_sha256"]
+    refit = earlier.get("checkpoint") == measured["checkpoint"]
+    differs = [key for key in ("split", "data_root") if earlier.get(key) != measured[key]]
+    if not same_file and not refit:
+        differs.insert(0, "checkpoint")
+    if differs:
+        before = ", ".join(f"{key} {earlier.get(key)}" for key in differs)
+        now = ", ".join(f"{key} {measured[key]}" for key in differs)
+        raise AscError(f"{path}: holds the report of another measurement ({before}; this test: {now}); give "
+                       f"--trainer.default_root_dir another folder for this report, or remove {folder}")
+    if not same_file:
+        say(f"{path}: replacing the report of an earlier {Path(measured['checkpoint']).name} "
+            f"(sha256 {str(earlier.get('checkpoint_sha256'))[:12]} -> {str(measured['checkpoint_sha256'])[:12]})")
+
+
 def write_fit_metrics(trainer: L.Trainer) -> Path:
     """``fit_metrics.json`` in the run folder: the last logged value of every metric, the epoch and step.
 
@@ -59,8 +124,7 @@ def write_fit_metrics(trainer: L.Trainer) -> Path:
     metrics = {key: float(value) for key, value in trainer.callback_metrics.items() if value.numel() == 1}
     record = {"epoch": trainer.current_epoch, "global_step": trainer.global_step, "metrics": metrics}
     path = Path(trainer.default_root_dir) / "fit_metrics.json"
-    path.write_text(json.dumps(record, indent=2, sort_keys=True))
-    return path
+    return atomic_write(path, json.dumps(record, indent=2, sort_keys=True))
 
 
 class SubmissionWriter(BasePredictionWriter):
@@ -107,14 +171,19 @@ def _per_dataloader(predictions: Sequence[Any]) -> list[Sequence[Any]]:
 def write_submission(path: Path, filenames: Sequence[str], index: torch.Tensor, probabilities: torch.Tensor) -> None:
     """One row per clip (each once, in the order of ``filenames``), as the challenge's evaluation expects."""
     rows = dict(zip(index.tolist(), probabilities.tolist(), strict=True))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        writer.writerow(["filename", "scene_label", *SCENES])
-        for row in sorted(rows):
-            probs = rows[row]
-            writer.writerow([Path(filenames[row]).name, SCENES[max(range(len(probs)), key=probs.__getitem__)],
-                             *(f"{p:.6f}" for p in probs)])
+    lines = [["filename", "scene_label", *SCENES]]
+    for row in sorted(rows):
+        probs = rows[row]
+        lines.append([Path(filenames[row]).name, SCENES[max(range(len(probs)), key=probs.__getitem__)],
+                      *(f"{p:.6f}" for p in probs)])
+    atomic_write(path, _csv_text(lines, delimiter="\t"))
+
+
+def _csv_text(rows: Sequence[Sequence[Any]], delimiter: str = ",") -> str:
+    """CSV rows as one string (written whole by ``atomic_write``)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, delimiter=delimiter, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
 
 
 def _percent(value: float | None) -> str:
@@ -126,9 +195,10 @@ def table_row(summary: dict[str, Any]) -> list[str]:
     return [_percent(summary["accuracy_per_device"][d]) for d in DEVICES] + [_percent(summary["accuracy"])]
 
 
-def write_report(folder: Path, name: str, summary: dict[str, Any], complexity: dict[str, Any]) -> Path:
-    """Write every file of one test report into ``folder`` and return the metrics file."""
-    folder.mkdir(parents=True, exist_ok=True)
+def write_report(folder: Path, name: str, summary: dict[str, Any], complexity: dict[str, Any],
+                 measured: dict[str, Any] | None = None) -> Path:
+    """Write every file of one test report into ``folder`` (each whole or not at all; metrics.json, which
+    says what was measured, last) and return the metrics file."""
     metrics = {
         "model": name,
         **{key: value for key, value in summary.items() if key != "confusion"},
@@ -136,12 +206,11 @@ def write_report(folder: Path, name: str, summary: dict[str, Any], complexity: d
         "macs": complexity["macs"],
         "bits": complexity["bits"],
         "complexity": complexity,
+        "measured": measured,
     }
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2))
     header = ["model", *[d.upper() for d in DEVICES], "Overall"]
     row = [name, *table_row(summary)]
-    with (folder / "per_device.csv").open("w", newline="") as handle:
-        csv.writer(handle).writerows([header, row])
+    atomic_write(folder / "per_device.csv", _csv_text([header, row]))
     markdown = [
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -150,14 +219,13 @@ def write_report(folder: Path, name: str, summary: dict[str, Any], complexity: d
         f"Params {complexity['params']:,}, MMACs {complexity['macs'] / 1e6:.3f}, {complexity['bits']} bit, "
         f"log loss {summary['log_loss']:.3f}" if summary["log_loss"] is not None else "",
     ]
-    (folder / "per_device.md").write_text("\n".join(markdown) + "\n")
-    with (folder / "confusion.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["true \\ predicted", *SCENES])
-        writer.writerows([scene, *counts] for scene, counts in zip(SCENES, summary["confusion"], strict=True))
+    atomic_write(folder / "per_device.md", "\n".join(markdown) + "\n")
+    confusion = [["true \\ predicted", *SCENES],
+                 *([scene, *counts] for scene, counts in zip(SCENES, summary["confusion"], strict=True))]
+    atomic_write(folder / "confusion.csv", _csv_text(confusion))
     title = f"{name}: accuracy {_percent(summary['accuracy'])} %"
     plot_confusion(summary["confusion"], folder / "confusion.png", title=title)
-    return folder / "metrics.json"
+    return atomic_write(folder / "metrics.json", json.dumps(metrics, indent=2))
 
 
 def plot_confusion(confusion: list[list[int]], path: Path, title: str) -> None:
@@ -181,8 +249,11 @@ def plot_confusion(confusion: list[list[int]], path: Path, title: str) -> None:
     axes.set_ylabel("true")
     axes.set_title(title)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    try:
+        with atomic_path(path) as partial:
+            figure.savefig(partial, dpi=120, format="png")
+    finally:
+        plt.close(figure)
 
 
 def log_report_to_wandb(logger: Any, summary: dict[str, Any], folder: Path) -> None:

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from asc.data.layout import SCENES
 from asc.errors import AscError
+from asc.files import atomic_write
 from asc.models.bcresnet import BCResNet
 from asc.models.linear import MomentsLinear
 from asc.models.tandem import Tandem
@@ -66,7 +67,7 @@ class LinearStage(SceneModule):
     def report_extra(self, folder: Path) -> None:
         selected = self.network.selected_features()
         text = f"{int(selected.sum())} of {selected.numel()} moment features have a non-zero weight\n"
-        (folder / "selected_features.txt").write_text(text)
+        atomic_write(folder / "selected_features.txt", text)
         say(text.strip())
 
 

@@ -7,6 +7,7 @@ marker file that lets ``synthesize`` overwrite its own earlier output but never 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -21,6 +22,7 @@ from asc.data.synth.conditions import Conditions
 from asc.data.synth.devices import IMPULSE_RESPONSE_DEVICES, impulse_response, render_recording
 from asc.data.synth.planning import SPLITS, SynthRow, SynthSpec, plan
 from asc.errors import AscError
+from asc.files import atomic_path, atomic_write
 
 #: Written first into a dataset root; lets ``synthesize`` overwrite its own output but nothing else.
 MARKER_FILE = ".asc_synth.json"
@@ -51,8 +53,17 @@ def _write_job(job: _Job) -> int:
     root, seed, clip, devices, conditions = job
     for name, audio in render_recording(seed, clip, devices, conditions).items():
         path = Path(root) / dataclasses.replace(clip, device=name).filename
-        soundfile.write(str(path), np.clip(audio, -_PEAK, _PEAK), SAMPLE_RATE, subtype="PCM_24")
+        write_wav(path, np.clip(audio, -_PEAK, _PEAK))
     return len(devices)
+
+
+def write_wav(path: Path, audio: np.ndarray) -> None:
+    """A 24-bit PCM WAV at the dataset's rate, whole or not at all (a full disk is one line naming the file)."""
+    with atomic_path(path, "cannot write the clip") as partial:
+        try:
+            soundfile.write(str(partial), audio, SAMPLE_RATE, subtype="PCM_24", format="WAV")
+        except soundfile.LibsndfileError as error:  # libsndfile reports a full disk as its own error
+            raise OSError(errno.EIO, str(error)) from None
 
 
 def _run_jobs(jobs: list[_Job], total: int, workers: int, progress: bool) -> Iterator[int]:
@@ -78,10 +89,7 @@ def _run_jobs(jobs: list[_Job], total: int, workers: int, progress: bool) -> Ite
 
 def _write_tsv(path: Path, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     """A tab-separated file with a header, written under a temporary name and renamed into place."""
-    text = "".join("\t".join(fields) + "\n" for fields in [columns, *rows])
-    partial = path.with_name(f"{path.name}.partial")
-    partial.write_text(text, encoding="utf-8", newline="\n")
-    os.replace(partial, path)
+    atomic_write(path, "".join("\t".join(fields) + "\n" for fields in [columns, *rows]))
 
 
 def _csv_files(root: Path) -> list[Path]:
@@ -116,7 +124,7 @@ def _write_marker(root: Path, spec: SynthSpec, seed: int, *, complete: bool) -> 
     """The marker file: who wrote the root, with which spec and seed, and whether the dataset is complete."""
     payload = {"generator": _GENERATOR, "version": GENERATOR_VERSION, "seed": seed,
                "spec": spec.changed_fields(), "complete": complete}
-    (root / MARKER_FILE).write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    atomic_write(root / MARKER_FILE, json.dumps(payload, indent=1) + "\n")
 
 
 def _remove_stale_audio(root: Path, rows: Sequence[SynthRow]) -> None:
@@ -134,7 +142,7 @@ def _write_impulse_responses(root: Path, spec: SynthSpec, seed: int) -> None:
     folder.mkdir(exist_ok=True)
     for name in IMPULSE_RESPONSE_DEVICES:
         response = impulse_response(seed, name, spec.conditions) * _PEAK
-        soundfile.write(str(folder / f"{name}.wav"), response, SAMPLE_RATE, subtype="PCM_24")
+        write_wav(folder / f"{name}.wav", response)
 
 
 def _write_csvs(root: Path, rows: Sequence[SynthRow]) -> dict[str, int]:
