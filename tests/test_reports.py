@@ -116,6 +116,8 @@ def test_data_roots_are_stored_absolute(trained: dict[str, Path], tmp_path: Path
     run("test", "--ckpt_path", str(ckpt))
     measured = json.loads((tmp_path / "run" / "test" / "metrics.json").read_text())["measured"]
     assert measured["data_root"] == str(here / "data")
+    # A stage's config names no data root: the checkpoint's stays the default.
+    run("test", *config("linear"), "--ckpt_path", str(ckpt), "--trainer.default_root_dir", str(tmp_path / "run"))
     shutil.rmtree(here / "data")
     line = one_error_line(capsys, "test", "--ckpt_path", str(ckpt))
     assert line == f"asc: error: --ckpt_path {ckpt}: its data root {here / 'data'} is gone; give --data.root DIR"
