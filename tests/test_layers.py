@@ -36,6 +36,9 @@ def test_layers_add_to_every_stage_or_to_one(shared_mini_root: Path, tmp_path: P
 
 #: The distillation layer's teacher per stage: the tandem feature selection starts from, then inherited.
 TEACHERS = {"feature_selection": ["init"], "pruning": ["inherit"], "qat": ["inherit"]}
+#: With the ensemble layer last: the teacher stage teaches the tandem, and every later stage inherits it.
+ENSEMBLE_TEACHERS = {"tandem": ["teacher"], "feature_selection": ["inherit"], "pruning": ["inherit"],
+                     "qat": ["inherit"]}
 
 
 @pytest.mark.parametrize("recipe", ["builtin", "dcase2022"])
@@ -44,16 +47,26 @@ def test_shipped_layers_parse_with_every_stage(recipe: str, tmp_path: Path, caps
     from asc.cli.pipeline import layered
 
     folder = CONFIGS.parent / recipe
-    layers = sorted(path for path in folder.iterdir() if path.is_dir())
+    layers = sorted(path for path in folder.iterdir() if path.is_dir() and path.name != "ensemble")
     assert {path.name for path in layers} >= {"freq_mixstyle", "device_irs", "distillation"}
-    for stage in ("linear", "tandem", "feature_selection", "pruning", "qat"):
-        args = layered([folder, *layers], stage)
-        with pytest.raises(SystemExit) as printed:
-            main(["fit", *args, "--print_config"])
-        assert printed.value.code in (0, None)
-        init = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
-        assert init["freq_mixstyle_p"] > 0 and init["device_ir_p"] > 0
-        assert init["teacher"] == TEACHERS.get(stage)  # the tandem teaches every compression stage
+    ensemble = [folder / "ensemble"] if (folder / "ensemble").is_dir() else []
+    for combination, teachers in ((layers, TEACHERS), *(((layers + ensemble, ENSEMBLE_TEACHERS),) if ensemble else ())):
+        for stage in ("linear", "tandem", "feature_selection", "pruning", "qat"):
+            init = printed_config(capsys, layered([folder, *combination], stage))["model"]["init_args"]
+            assert init["freq_mixstyle_p"] > 0 and init["device_ir_p"] > 0
+            assert init["teacher"] == teachers.get(stage)  # the tandem (or the teacher stage) teaches every stage
+    if ensemble:  # the teacher stage itself: an ensemble of tandems, its own report row
+        config = printed_config(capsys, layered([folder, *layers, *ensemble], "teacher"))
+        assert config["model"]["class_path"].endswith("EnsembleStage")
+        assert config["model"]["init_args"]["report_name"] == "Teacher"
+
+
+def printed_config(capsys: pytest.CaptureFixture, args: list[str]) -> dict:
+    """The config ``asc fit ARGS --print_config`` prints (it exits 0)."""
+    with pytest.raises(SystemExit) as printed:
+        main(["fit", *args, "--print_config"])
+    assert printed.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
 
 
 @pytest.mark.parametrize("stage", ["feature_selection", "pruning"])

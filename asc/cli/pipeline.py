@@ -1,6 +1,8 @@
 """``asc pipeline``: every stage of the report in order, each one fit and tested, and one summary.
 
-linear -> tandem -> feature_selection -> pruning (-> qat when its config exists). A configs folder
+(teacher ->) linear -> tandem -> feature_selection -> pruning (-> qat): the optional stages run when a configs
+folder or a layer holds their config. The teacher stage is not in the chain of ``model.init_ckpt``: stages
+whose ``model.teacher`` names ``teacher`` learn from its handed-over checkpoint instead. A configs folder
 holds ``base.yaml`` (what every stage shares) and one ``<stage>.yaml`` per stage (what differs); each
 stage starts from the previous stage's last checkpoint (``model.init_ckpt``) and is tested on its own
 checkpoint. The summary holds the report's Table 1 (per device) and Table 2 (params, MMACs, bits,
@@ -23,9 +25,12 @@ from asc.data.layout import DEVICES
 from asc.errors import AscError
 from asc.files import atomic_write, sha256_file
 from asc.training.checkpoints import ASC_KEY, read_checkpoint
+from asc.training.distillation import TEACHER_STAGE
 from asc.training.reports import TEST_SPLIT, report_folder
 
-STAGES = ("linear", "tandem", "feature_selection", "pruning", "qat")
+STAGES = ("teacher", "linear", "tandem", "feature_selection", "pruning", "qat")
+#: Stages that run only when a configs folder or a layer holds their config.
+OPTIONAL = ("teacher", "qat")
 BASE = "base.yaml"
 RECIPE = "recipe.yaml"
 HANDOVERS = ("last", "best")
@@ -64,23 +69,45 @@ def pipeline(argv: Sequence[str]) -> int:
         raise AscError(f"--stages: unknown stage(s) {unknown} (expected {', '.join(STAGES)})")
     if not (args.configs / BASE).is_file():
         raise AscError(f"{args.configs / BASE}: the configs' shared layer not found")
-    stages = [s for s in stages if (args.configs / f"{s}.yaml").is_file() or _missing(args.configs, s)]
     for layer in args.layer:
         if not layer.is_dir() or not holds_configs(layer):
             raise AscError(f"--layer {layer}: not a folder holding base.yaml or <stage>.yaml files")
-    earlier = _earlier_checkpoint(args.out, stages[0]) if stages else None
+    stages = [s for s in stages if _has_config([args.configs, *args.layer], s)]
+    chain = [s for s in stages if s != "teacher"]
+    earlier = _earlier_checkpoint(args.out, chain[0]) if chain else None
     previous = handed_over(earlier, args.handover) if earlier is not None else None
+    teacher = _earlier_teacher(args.out, args.handover) if "teacher" not in stages else None
     results: dict[str, StageResult] = {}
     for stage in stages:
         folder = args.out / stage
         common = [*layered([args.configs, *args.layer], stage), "--data.root", args.root,
                   "--trainer.default_root_dir", str(folder), *extra]
-        fit = ["fit", *common, *([f"--model.init_ckpt={previous}"] if previous is not None else [])]
+        start = previous if stage != "teacher" else None
+        fit = ["fit", *common, *([f"--model.init_ckpt={start}"] if start is not None else [])]
         config = resolved_config(fit)
-        results[stage] = run_stage(stage, folder, fit, common, config, previous, args)
-        previous = results[stage].handed
+        flag = teacher_flag(config, teacher)
+        if flag:
+            fit, common = [*fit, flag], [*common, flag]
+            config = resolved_config(fit)
+        results[stage] = run_stage(stage, folder, fit, common, config, start, args)
+        if stage == "teacher":
+            teacher = results[stage].handed
+        else:
+            previous = results[stage].handed
     print(write_summary(args.out, stages, results))
     return 0
+
+
+def teacher_flag(config: dict[str, Any], teacher: Path | None) -> str | None:
+    """For a stage whose ``model.teacher`` names ``teacher``: the flag that names the teacher stage's
+    handed-over checkpoint instead (on the fit's and the test's command line alike); else None."""
+    sources = ((config.get("model") or {}).get("init_args") or {}).get("teacher") or []
+    if TEACHER_STAGE not in sources:
+        return None
+    if teacher is None:
+        raise AscError("model.teacher: names the teacher stage, which this run has not got (add the layer that "
+                       "holds teacher.yaml, e.g. --layer configs/builtin/ensemble)")
+    return f"--model.teacher=[{','.join(str(teacher) if s == TEACHER_STAGE else s for s in sources)}]"
 
 
 @dataclass(frozen=True)
@@ -227,15 +254,25 @@ def handed_over(last: Path, handover: str) -> Path:
 
 def _earlier_checkpoint(out: Path, first: str) -> Path | None:
     """A run of a subset (``--stages pruning,qat``) starts from the stage before it in ``out``, if it is there."""
-    position = STAGES.index(first)
-    ckpt = out / STAGES[position - 1] / "checkpoints" / "last.ckpt" if position else None
+    chain = [stage for stage in STAGES if stage != "teacher"]
+    position = chain.index(first)
+    ckpt = out / chain[position - 1] / "checkpoints" / "last.ckpt" if position else None
     return ckpt if ckpt is not None and ckpt.is_file() else None
 
 
-def _missing(configs: Path, stage: str) -> bool:
-    if stage == "qat":  # optional last stage
-        return False
-    raise AscError(f"{configs / (stage + '.yaml')}: config of stage {stage!r} not found")
+def _earlier_teacher(out: Path, handover: str) -> Path | None:
+    """A run without the teacher stage learns from the one an earlier run left in ``out``, if any."""
+    last = out / "teacher" / "checkpoints" / "last.ckpt"
+    return handed_over(last, handover) if last.is_file() else None
+
+
+def _has_config(folders: Sequence[Path], stage: str) -> bool:
+    """Whether a stage runs: its config is in the configs folder, or (optional stages) in a layer."""
+    if (folders[0] / f"{stage}.yaml").is_file():
+        return True
+    if stage in OPTIONAL:
+        return any((folder / f"{stage}.yaml").is_file() for folder in folders[1:])
+    raise AscError(f"{folders[0] / (stage + '.yaml')}: config of stage {stage!r} not found")
 
 
 def write_summary(out: Path, stages: Sequence[str], results: dict[str, StageResult]) -> str:

@@ -14,6 +14,8 @@ from torch import nn
 
 from asc.errors import AscError
 from asc.models.bcresnet import BCResNet
+from asc.models.cpmobile import CPMobile
+from asc.models.ensemble import Ensemble
 from asc.models.linear import MomentsLinear
 from asc.models.tandem import Tandem
 
@@ -32,9 +34,15 @@ def describe(model: nn.Module) -> dict[str, Any]:
             "dropout": model.stages[0][0].dropout.p,
             "resnorm_lambda": model.input_norm.lam,
         }
+    if isinstance(model, CPMobile):
+        return {"type": "cpmobile", "n_mels": model.n_mels, "n_classes": model.n_classes,
+                "base_channels": model.base_channels, "channels_multiplier": model.channels_multiplier,
+                "expansion_rate": model.expansion_rate}
     if isinstance(model, Tandem):
         return {"type": "tandem", "n_mels": model.n_mels, "bands": model.bands, "gains": model.gains,
                 "linear": describe(model.linear), "cnn": describe(model.cnn)}
+    if isinstance(model, Ensemble):
+        return {"type": "ensemble", "members": [describe(member) for member in model.members]}
     raise TypeError(f"no architecture description for {type(model).__name__}")
 
 
@@ -46,7 +54,11 @@ def build(description: dict[str, Any]) -> nn.Module:
         return MomentsLinear(**options)
     if kind == "bcresnet":
         return BCResNet(**options)
+    if kind == "cpmobile":
+        return CPMobile(**options)
     if kind == "tandem":
         return Tandem(build(options["linear"]), build(options["cnn"]), zero_init=False, n_mels=options.get("n_mels"),
                       bands=options.get("bands"), gains=options.get("gains"))
-    raise AscError(f"unknown architecture type {kind!r} (expected linear, bcresnet or tandem)")
+    if kind == "ensemble":
+        return Ensemble([build(member) for member in options["members"]])
+    raise AscError(f"unknown architecture type {kind!r} (expected linear, bcresnet, cpmobile, tandem or ensemble)")

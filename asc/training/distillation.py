@@ -29,6 +29,8 @@ INIT = "init"
 #: feature selection and ``inherit`` after it, the tandem teaches every compressed stage (not the previous,
 #: already compressed one, whose losses would pass on).
 INHERIT = "inherit"
+#: ``model.teacher`` entry naming the teacher stage of ``asc pipeline`` (which puts its checkpoint's path there).
+TEACHER_STAGE = "teacher"
 
 
 def kd_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
@@ -144,6 +146,9 @@ def build_teacher(sources: Sequence[str], stage: Any) -> Teacher:
         if source == INHERIT:
             networks.extend(inherited_teacher(stage.hparams.get("init_ckpt")))
             continue
+        if source == TEACHER_STAGE:
+            raise AscError(f"model.teacher: {TEACHER_STAGE!r} is the teacher stage of asc pipeline; outside the "
+                           f"pipeline give that stage's checkpoint")
         checkpoint = read_checkpoint(source)
         check_features(saved_features(checkpoint, source), stage.features, f"model.teacher: {source}")
         networks.append(model_from_checkpoint(checkpoint))

@@ -43,6 +43,7 @@ from asc.training.reports import (
 )
 
 log = logging.getLogger(__name__)
+OPTIMIZERS = ("sgd", "adamw")
 
 
 class SceneModule(L.LightningModule):
@@ -58,7 +59,8 @@ class SceneModule(L.LightningModule):
     Args:
         lr: SGD learning rate before the Warmup/Annealing callbacks take over (report: 0.035 peak).
         momentum: SGD momentum (0.9).
-        weight_decay: SGD weight decay (0.001).
+        weight_decay: weight decay (0.001; AdamW's is decoupled from the gradient).
+        optimizer: ``sgd`` (the report's) or ``adamw`` (CP-Mobile's recipe).
         roll: random roll in time, fraction of the clip (0.4); 0 turns it off.
         freq_mask: SpecAugment frequency-mask parameter (20); 0 turns it off.
         mixup_alpha: Mixup α (0.2); 0 turns it off.
@@ -83,6 +85,7 @@ class SceneModule(L.LightningModule):
         lr: float = 0.035,
         momentum: float = 0.9,
         weight_decay: float = 1e-3,
+        optimizer: str = "sgd",
         roll: float = 0.4,
         freq_mask: int = 20,
         mixup_alpha: float = 0.2,
@@ -105,6 +108,8 @@ class SceneModule(L.LightningModule):
         if not 0 <= freq_mixstyle_p <= 1 or freq_mixstyle_alpha <= 0:
             raise AscError(f"model.freq_mixstyle_p ({freq_mixstyle_p}) must be in [0, 1] and model.freq_mixstyle_alpha "
                            f"({freq_mixstyle_alpha}) positive")
+        if optimizer not in OPTIMIZERS:
+            raise AscError(f"model.optimizer: {optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
         if not 0 <= device_ir_p <= 1:
             raise AscError(f"model.device_ir_p: {device_ir_p} must be in [0, 1]")
         if not 0 <= kd_lambda <= 1 or kd_temperature <= 0:
@@ -222,18 +227,15 @@ class SceneModule(L.LightningModule):
         partner = lam = None
         if self.hparams.mixup_alpha > 0:
             x, partner, lam = mixup(x, self.hparams.mixup_alpha)
-            logits = self(x)
-            loss = (lam * F.cross_entropy(logits, label, reduction="none")
-                    + (1 - lam) * F.cross_entropy(logits, label[partner], reduction="none")).mean()
-        else:
-            logits = self(x)
-            loss = F.cross_entropy(logits, label)
+        outputs = self.training_logits(x)
+        losses = [self.label_loss(logits, label, partner, lam) for logits in outputs]
         if self.teacher is not None:  # the teacher sees the same augmented, mixed batch
             hp = self.hparams
-            soft = kd_loss(logits, self.teacher(x, batch["index"], partner, lam), hp.kd_temperature)
-            self.log("train/kd_loss", soft, batch_size=len(label))
-            loss = hp.kd_lambda * loss + (1 - hp.kd_lambda) * soft
-        loss = loss + self.penalty()
+            targets = self.teacher(x, batch["index"], partner, lam)
+            soft = [kd_loss(logits, targets, hp.kd_temperature) for logits in outputs]
+            self.log("train/kd_loss", _mean(soft), batch_size=len(label))
+            losses = [hp.kd_lambda * hard + (1 - hp.kd_lambda) * kd for hard, kd in zip(losses, soft, strict=True)]
+        loss = _mean(losses) + self.penalty()
         if not torch.isfinite(loss):
             raise AscError(
                 f"training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step} "
@@ -242,6 +244,18 @@ class SceneModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(label))
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=len(label))
         return loss
+
+    def training_logits(self, x: Tensor) -> list[Tensor]:
+        """The logits that get a loss each: the network's; an ensemble's members each have their own."""
+        return [self(x)]
+
+    @staticmethod
+    def label_loss(logits: Tensor, label: Tensor, partner: Tensor | None, lam: Tensor | None) -> Tensor:
+        """Cross-entropy with the labels, mixed as Mixup mixed the inputs (``partner``, ``lam``) if it did."""
+        if lam is None:
+            return F.cross_entropy(logits, label)
+        return (lam * F.cross_entropy(logits, label, reduction="none")
+                + (1 - lam) * F.cross_entropy(logits, label[partner], reduction="none")).mean()
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Reseed the augmentations and dropout from (run seed, epoch, batch, rank): a step draws the same
@@ -259,6 +273,8 @@ class SceneModule(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
+        if hp.get("optimizer", "sgd") == "adamw":  # decoupled weight decay (Loshchilov & Hutter), as CP-Mobile
+            return torch.optim.AdamW(self.parameter_groups(), lr=hp.lr, weight_decay=hp.weight_decay)
         return torch.optim.SGD(self.parameter_groups(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
 
     def on_fit_start(self) -> None:
@@ -361,6 +377,11 @@ class SceneModule(L.LightningModule):
     def restore_network(self, checkpoint: dict[str, Any]) -> nn.Module:
         """An untrained network of the checkpoint's architecture (its weights load afterwards)."""
         return build(checkpoint[ASC_KEY]["architecture"])
+
+
+def _mean(losses: list[Tensor]) -> Tensor:
+    """The mean of the losses (one loss: itself, computed exactly as before ensembles existed)."""
+    return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
 
 
 def __getattr__(name: str) -> Any:

@@ -12,6 +12,8 @@ from asc.data.layout import SCENES
 from asc.errors import AscError
 from asc.files import atomic_write
 from asc.models.bcresnet import BCResNet
+from asc.models.cpmobile import CPMobile
+from asc.models.ensemble import Ensemble
 from asc.models.linear import MomentsLinear
 from asc.models.tandem import Tandem
 from asc.training.checkpoints import ASC_KEY, model_state
@@ -124,3 +126,61 @@ def take_linear(linear: MomentsLinear, checkpoint: dict[str, Any], path: str) ->
     if architecture["n_bands"] != linear.n_bands:
         raise AscError(f"model.init_ckpt: {path} has {architecture['n_bands']} bands, the network {linear.n_bands}")
     linear.load_state_dict(model_state(checkpoint))
+
+
+class EnsembleStage(SceneModule):
+    """The teacher stage (before the linear model): ``members`` tandems with a wider BC-ResNet, trained side
+    by side from different initialisations, each with its own loss on the same batches (so they do not
+    co-adapt); the stage's network is their mean logits, which teach the tandem and, through
+    ``model.teacher: [inherit]``, every compression stage (``asc pipeline``: ``model.teacher: [teacher]``).
+    Its test report is the teacher's own accuracy. Not in the report.
+
+    Args:
+        members: networks in the ensemble.
+        n_classes: scene classes.
+        width: BC-ResNet width multiplier of each member (8 = the student's Mod-8).
+        sub_bands: SubSpectralNorm sub-bands.
+        dropout: BC-ResNet dropout.
+        resnorm_lambda: λ of ResNorm.
+    """
+
+    def __init__(self, members: int = 3, n_classes: int = len(SCENES), width: float = 16, sub_bands: int = 4,
+                 dropout: float = 0.1, resnorm_lambda: float = 0.1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if members < 1:
+            raise AscError(f"model.members: {members} must be at least 1")
+        n_mels = self.features.n_mels
+        self.model = Ensemble([
+            Tandem(MomentsLinear(n_mels, n_classes),
+                   BCResNet(n_mels, n_classes, width=width, sub_bands=sub_bands, dropout=dropout,
+                            resnorm_lambda=resnorm_lambda), zero_init=False)
+            for _ in range(members)])
+
+    def training_logits(self, x: Tensor) -> list[Tensor]:
+        return self.network.member_logits(x)
+
+    def adopt(self, checkpoint: dict[str, Any], path: str) -> None:
+        raise AscError(f"model.init_ckpt: {path}: EnsembleStage trains its members from scratch; leave it unset")
+
+
+class CPMobileStage(SceneModule):
+    """The peer: the DCASE 2024 Task 1 baseline network (CP-Mobile, 61,148 parameters, 29.4 MMACs on 256 x 65)
+    trained from scratch, side by side with the tandem; its recipe (32 kHz log-mels of 65 frames, AdamW,
+    cosine schedule after a warm-up, Freq-MixStyle, time roll) is ``configs/builtin/peer.yaml``. Not in the
+    report.
+
+    Args:
+        n_classes: scene classes.
+        base_channels: channels after the input convolutions (32).
+        channels_multiplier: channel growth per stage (1.8).
+        expansion_rate: expansion of the inverted-residual blocks (2.1).
+    """
+
+    def __init__(self, n_classes: int = len(SCENES), base_channels: int = 32, channels_multiplier: float = 1.8,
+                 expansion_rate: float = 2.1, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.model = CPMobile(self.features.n_mels, n_classes, base_channels=base_channels,
+                              channels_multiplier=channels_multiplier, expansion_rate=expansion_rate)
+
+    def adopt(self, checkpoint: dict[str, Any], path: str) -> None:
+        raise AscError(f"model.init_ckpt: {path}: CPMobileStage trains from scratch; leave it unset")

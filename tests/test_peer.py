@@ -1,0 +1,34 @@
+"""The peer, CP-Mobile (the DCASE 2024 Task 1 baseline network), trained from scratch with its own recipe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from asc import load_model
+from asc.models import CPMobile
+from tests.helpers import CONFIGS, one_error_line, run
+
+
+def test_the_peer_trains_with_its_own_recipe(mini_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "peer"
+    run("fit", "--config", str(CONFIGS / "base.yaml"), "--config", str(CONFIGS / "peer.yaml"),
+        "--data.root", str(mini_root), "--trainer.default_root_dir", str(out), "--trainer.max_epochs=1",
+        "--data.batch_size=4", "--data.cache_workers=0", "--data.progress=false")
+    ckpt = out / "checkpoints" / "last.ckpt"
+    saved = torch.load(ckpt, weights_only=True)
+    assert "amsgrad" in saved["optimizer_states"][0]["param_groups"][0]  # AdamW, not the tandem's SGD
+    assert saved["asc"]["features"]["sample_rate"] == 32000 and isinstance(load_model(ckpt), CPMobile)
+    run("test", "--ckpt_path", str(ckpt))
+    report = json.loads((out / "test" / "metrics.json").read_text())
+    assert report["model"] == "CP-Mobile" and (report["params"], report["macs"]) == (61_148, 29_419_156)
+
+
+def test_an_unknown_optimizer_is_one_line(mini_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    line = one_error_line(capsys, "fit", "--config", str(CONFIGS / "base.yaml"), "--config",
+                          str(CONFIGS / "peer.yaml"), "--data.root", str(mini_root), "--model.optimizer=adam",
+                          "--trainer.default_root_dir", str(tmp_path / "p"))
+    assert line == "asc: error: model.optimizer: 'adam' is not one of sgd, adamw"
