@@ -1,23 +1,33 @@
-"""Ablation of what goes beyond the report, on the built-in ``hard`` preset (issue 12, README "Ablation").
+"""Ablation of what goes beyond the report, on the built-in presets ``hard`` and ``cross`` (docs/results.md).
 
-    python benchmarks/ablation.py --out build/ablation [--root build/hard/data] [--seeds 0 1 2]
-        [--variants report,freq_mixstyle,device_irs,distillation,all] [--protocol report|holdout]
-        [--table-only] [-- --trainer.max_epochs=... (any argument for every stage)]
+    python benchmarks/ablation.py --out build/ablation [--presets hard,cross] [--seeds 0 1 2 3 4]
+        [--variants report,freq_mixstyle,device_irs,distillation,all,ensemble,peer] [--protocol report|holdout]
+        [--table-only] [--results docs/results.md] [-- --trainer.max_epochs=... (any argument for every stage)]
 
-Each variant is one ``asc pipeline`` (all five stages, the built-in configs) with its config layers, once per
-seed (``--seed_everything``). Per variant it reports the test accuracy of the tandem, the pruned and the
-pruned+quantized model, overall and per device group (real a-c, seen simulated s1-s3, unseen s4-s6), as
-mean ± std over the seeds, and the tandem's accuracy on its own training split (memorising the training
-locations shows as a gap). The dataset is written with ``asc synth --size hard`` when ``--root`` does not
-exist yet. Finished pipelines are reused (``--skip-done``), so an interrupted ablation continues where it
-stopped; ``--table-only`` runs nothing and tabulates the finished runs (naming the others). Writes
-``OUT/ablation-<protocol>.json`` and ``.md``; figures in the README come from this script.
+Each pipeline variant is one ``asc pipeline`` (every stage of the built-in configs) with its config layers, once
+per preset and seed (``--seed_everything``). ``cross`` is written by another generator family than ``hard``
+(devices, rooms and scene textures), and the microphone responses the device-response augmentation draws from
+come from ``hard``'s family: an addition scores on ``cross`` only when it generalises. ``ensemble`` adds the
+teacher stage (an ensemble whose mean logits teach the tandem and every compression stage); ``peer`` trains the
+DCASE 2024 baseline network (CP-Mobile, configs/builtin/peer.yaml) for the wall-clock time the ``report``
+pipeline of the same preset and seed took (its epoch time measured by a one-epoch probe).
+
+Per preset, variant and model: the test accuracy overall and per device group (real a-c, seen simulated s1-s3,
+unseen s4-s6) as mean ± std over the seeds, every seed's figure, the tandem's accuracy on its own training split
+(memorising the training locations shows as a gap), and the pruned+quantized student minus its tandem per
+seed. Finished runs are reused (``--skip-done``), so an interrupted ablation continues where it stopped;
+``--table-only`` runs nothing and tabulates the finished runs (naming the others). Writes
+``OUT/ablation-<protocol>.json`` and ``.md``, and with ``--results`` the results page.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import platform
+import shlex
 import statistics
 import subprocess
 import sys
@@ -26,14 +36,20 @@ from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 CONFIGS = REPOSITORY / "configs" / "builtin"
+PRESETS = ("hard", "cross")
 LAYERS = {
     "report": [],
     "freq_mixstyle": ["freq_mixstyle"],
     "device_irs": ["device_irs"],
     "distillation": ["distillation"],
     "all": ["freq_mixstyle", "device_irs", "distillation"],
+    "ensemble": ["freq_mixstyle", "device_irs", "distillation", "ensemble"],
 }
-STAGES = {"tandem": "Tandem", "pruning": "Pruned", "qat": "Pruned+Quant."}
+PEER = "peer"
+VARIANTS = (*LAYERS, PEER)
+#: The stages each pipeline variant reports (the teacher where there is one), and the peer's one row.
+STAGES = {"teacher": "Teacher", "tandem": "Tandem", "pruning": "Pruned", "qat": "Pruned+Quant."}
+PEER_STAGE = {"peer": "CP-Mobile"}
 GROUPS = ("real", "seen_simulated", "unseen_simulated")
 PROTOCOLS = {"report": ["--handover", "last"], "holdout": ["--handover", "best", "--data.val_split", "holdout"]}
 
@@ -42,52 +58,85 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser().parse_args(argv[: argv.index("--")] if "--" in argv else argv)
-    variants = [v for v in args.variants.split(",") if v]
-    unknown = [v for v in variants if v not in LAYERS]
+    variants, presets = _names(args.variants), _names(args.presets)
+    unknown = [v for v in variants if v not in VARIANTS] + [p for p in presets if p not in PRESETS]
     if unknown:
-        print(f"--variants: unknown {unknown} (expected some of {', '.join(LAYERS)})", file=sys.stderr)
+        print(f"--variants/--presets: unknown {unknown} (expected some of {', '.join(VARIANTS)}; "
+              f"{', '.join(PRESETS)})", file=sys.stderr)
         return 2
-    root = args.root or args.out / "data"
-    if not args.table_only and not (root / "meta.csv").is_file():
-        asc(["synth", str(root), "--size", "hard", "--scale", str(args.scale)])
-    results = {}
-    for variant in variants:
-        for seed in args.seeds:
-            run = one_run(variant, seed, root, args, extra)
-            if run is not None:
-                results.setdefault(variant, []).append(run)
-    report = {"protocol": args.protocol, "root": str(root), "seeds": args.seeds, "extra": extra,
-              "variants": results}
+    results: dict[str, dict[str, list[dict]]] = {}
+    for preset in presets:
+        root = args.out / preset / "data"
+        if not args.table_only and not (root / "meta.csv").is_file():
+            asc(["synth", str(root), "--size", preset])
+        for variant in variants:
+            for seed in args.seeds:
+                run = one_run(preset, variant, seed, root, args, extra)
+                if run is not None:
+                    results.setdefault(preset, {}).setdefault(variant, []).append(run)
+    report = {"protocol": args.protocol, "presets": presets, "seeds": args.seeds, "extra": extra,
+              "results": results}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"ablation-{args.protocol}.json").write_text(json.dumps(report, indent=1) + "\n")
     text = table(results, args.protocol)
     (args.out / f"ablation-{args.protocol}.md").write_text(text + "\n")
+    if args.results is not None:
+        args.results.write_text(results_page(text, argv, args.out, presets, args.seeds) + "\n")
     print(text)
     return 0
 
 
-def one_run(variant: str, seed: int, root: Path, args: argparse.Namespace, extra: list[str]) -> dict | None:
-    """The figures of one variant and seed: run (finished stages reused), or with ``--table-only`` read if done."""
-    out = args.out / args.protocol / variant / f"seed{seed}"
-    if args.table_only and not finished(out):
+def _names(text: str) -> list[str]:
+    return [name for name in text.split(",") if name]
+
+
+def run_folder(out: Path, preset: str, protocol: str, variant: str, seed: int) -> Path:
+    return out / preset / protocol / variant / f"seed{seed}"
+
+
+def one_run(preset: str, variant: str, seed: int, root: Path, args: argparse.Namespace,
+            extra: list[str]) -> dict | None:
+    """The figures of one preset, variant and seed: run (finished stages reused), or with ``--table-only`` read."""
+    out = run_folder(args.out, preset, args.protocol, variant, seed)
+    if args.table_only and not finished(out, variant):
         print(f"{out}: not finished, left out of the table", file=sys.stderr)
         return None
     started = time.perf_counter()
-    if not args.table_only:
-        run_variant(variant, seed, root, out, args.protocol, extra)
-    seconds = None if args.table_only else time.perf_counter() - started
-    return {**read_run(out, seconds), "seed": seed}
+    if not args.table_only and not finished(out, variant):
+        if variant == PEER:
+            budget = seconds_of(run_folder(args.out, preset, args.protocol, "report", seed))
+            run_peer(seed, root, out, args.protocol, budget, extra)
+        else:
+            run_variant(variant, seed, root, out, args.protocol, extra)
+        (out / "seconds.json").write_text(json.dumps({"seconds": round(time.perf_counter() - started, 1)}))
+    return {**read_run(out, variant), "seed": seed, "seconds": seconds_of(out)}
 
 
 def run_variant(variant: str, seed: int, root: Path, out: Path, protocol: str, extra: list[str]) -> None:
     """One pipeline of ``variant`` for ``seed`` (finished stages reused), then its tandem on its own train split."""
     layers = [arg for layer in LAYERS[variant] for arg in ("--layer", str(CONFIGS / layer))]
-    irs = [f"--model.device_irs={root / 'impulse_responses'}"] if "device_irs" in LAYERS[variant] else []
     asc(["pipeline", "--configs", str(CONFIGS), "--data.root", str(root), "--out", str(out), "--skip-done",
-         *PROTOCOLS[protocol], *layers, f"--seed_everything={seed}", *irs, *extra])
+         *PROTOCOLS[protocol], *layers, f"--seed_everything={seed}", *extra])
     if not train_report(out).is_file():  # memorising locations shows as a gap
         asc(["test", "--ckpt_path", str(out / "tandem" / "checkpoints" / "last.ckpt"), "--data.root",
              str(root), "--data.test_split", "train"])
+
+
+def run_peer(seed: int, root: Path, out: Path, protocol: str, budget: float | None, extra: list[str]) -> None:
+    """CP-Mobile with its own recipe for ``budget`` seconds (the report pipeline's time): a one-epoch probe
+    measures its epoch, then the fit runs as many epochs as fit the budget (its schedule spans them)."""
+    common = ["--config", str(CONFIGS / "base.yaml"), "--config", str(CONFIGS / "peer.yaml"), "--data.root",
+              str(root), f"--seed_everything={seed}", *PROTOCOLS[protocol][2:], *extra]
+    epochs = []
+    if budget is not None:
+        probe = out.parent / f"{out.name}-probe"
+        started = time.perf_counter()
+        asc(["fit", *common, "--trainer.max_epochs=1", "--trainer.default_root_dir", str(probe)])
+        epochs = [f"--trainer.max_epochs={max(1, round(budget / (time.perf_counter() - started)))}"]
+    last = out / "checkpoints" / "last.ckpt"
+    resume = ["--ckpt_path", str(last)] if last.is_file() else []
+    asc(["fit", *common, *epochs, "--trainer.default_root_dir", str(out), *resume])
+    asc(["test", "--ckpt_path", str(last), "--data.root", str(root)])
 
 
 def train_report(out: Path) -> Path:
@@ -95,23 +144,42 @@ def train_report(out: Path) -> Path:
     return out / "tandem" / "test-train" / "metrics.json"
 
 
-def finished(out: Path) -> bool:
-    """Every stage the table reads was tested, and the tandem on its train split."""
-    return all((out / stage / "test" / "metrics.json").is_file() for stage in STAGES) and train_report(out).is_file()
+def stages_of(out: Path, variant: str) -> dict[str, str]:
+    """The stages a run reports: the peer's one, or the pipeline's (the teacher where it ran)."""
+    if variant == PEER:
+        return PEER_STAGE
+    return {stage: name for stage, name in STAGES.items() if stage != "teacher" or "ensemble" in LAYERS[variant]}
+
+
+def report_of(out: Path, stage: str) -> Path:
+    return (out if stage == "peer" else out / stage) / "test" / "metrics.json"
+
+
+def finished(out: Path, variant: str) -> bool:
+    """Every stage the table reads was tested (and a pipeline's tandem on its train split)."""
+    reports = all(report_of(out, stage).is_file() for stage in stages_of(out, variant))
+    return reports and (variant == PEER or train_report(out).is_file())
+
+
+def seconds_of(out: Path) -> float | None:
+    try:
+        return json.loads((out / "seconds.json").read_text())["seconds"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, required=True, help="output folder (one pipeline per variant and seed)")
-    p.add_argument("--root", type=Path, default=None, help="dataset root (default OUT/data, written if absent)")
-    p.add_argument("--scale", type=float, default=1.0, help="asc synth --scale of the hard preset, if written")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--variants", default=",".join(LAYERS), help=f"comma-separated subset of {','.join(LAYERS)}")
+    p.add_argument("--out", type=Path, required=True, help="output folder (OUT/<preset>/data and one run each)")
+    p.add_argument("--presets", default=",".join(PRESETS), help=f"comma-separated subset of {','.join(PRESETS)}")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
     p.add_argument("--protocol", choices=tuple(PROTOCOLS), default="report",
                    help="report: validate on the evaluate split, hand on the last checkpoint; holdout: validate on "
                         "held-out training locations, hand on the best (no choice sees the test split)")
     p.add_argument("--table-only", action="store_true",
                    help="run nothing: tabulate the finished runs of these variants and seeds, name the others")
+    p.add_argument("--results", type=Path, default=None, help="also write the results page (docs/results.md)")
     return p
 
 
@@ -120,15 +188,15 @@ def asc(args: list[str]) -> None:
     subprocess.run([sys.executable, "-m", "asc.cli.main", *args], check=True)
 
 
-def read_run(out: Path, seconds: float | None) -> dict:
-    """The test metrics of the stages that matter here, and the tandem's last training accuracy."""
-    run: dict = {"seconds": None if seconds is None else round(seconds, 1)}
-    for stage in STAGES:
-        metrics = json.loads((out / stage / "test" / "metrics.json").read_text())
+def read_run(out: Path, variant: str) -> dict:
+    """The test metrics of the stages that matter here, and the tandem's accuracy on its training split."""
+    run: dict = {}
+    for stage in stages_of(out, variant):
+        metrics = json.loads(report_of(out, stage).read_text())
         run[stage] = {"accuracy": metrics["accuracy"], **{g: metrics["accuracy_per_group"][g] for g in GROUPS},
-                      "params": metrics["params"], "macs": metrics["macs"]}
-    on_train = json.loads(train_report(out).read_text())
-    run["tandem"]["train_accuracy"] = on_train["accuracy"]
+                      "params": metrics["params"], "macs": metrics["macs"], "clips": metrics.get("clips")}
+    if variant != PEER:
+        run["tandem"]["train_accuracy"] = json.loads(train_report(out).read_text())["accuracy"]
     return run
 
 
@@ -138,18 +206,49 @@ def mean_std(values: list[float]) -> str:
     return f"{100 * statistics.fmean(values):.2f} ± {100 * spread:.2f}"
 
 
-def table(results: dict[str, list[dict]], protocol: str) -> str:
-    """One row per variant and stage: accuracy overall and per device group, mean ± std over the seeds."""
+def table(results: dict[str, dict[str, list[dict]]], protocol: str) -> str:
+    """One row per preset, variant and model: accuracy overall and per device group, mean ± std over the seeds,
+    every seed's overall figure, and the student's distance to its tandem per seed."""
     lines = [f"Test accuracy (%), mean ± std over seeds; protocol {protocol}", "",
-             "| variant | model | overall | real (a-c) | seen (s1-s3) | unseen (s4-s6) | on its train split |",
-             "|---" * 7 + "|"]
-    for variant, runs in results.items():
-        for stage, name in STAGES.items():
-            cells = [mean_std([run[stage][key] for run in runs]) for key in ("accuracy", *GROUPS)]
-            trained = mean_std([run[stage]["train_accuracy"] for run in runs]) if stage == "tandem" else ""
-            lines.append(f"| {variant} | {name} | " + " | ".join(cells) + f" | {trained} |")
-    seeds = "; ".join(f"{variant} {', '.join(str(run['seed']) for run in runs)}" for variant, runs in results.items())
+             "| preset | variant | model | overall | real (a-c) | seen (s1-s3) | unseen (s4-s6) | on its train split "
+             "| per seed | vs tandem per seed |", "|---" * 10 + "|"]
+    for preset, variants in results.items():
+        for variant, runs in variants.items():
+            for stage, name in stages_of(Path(), variant).items():
+                lines.append(row(preset, variant, stage, name, runs))
+    seeds = "; ".join(f"{preset}/{variant} {', '.join(str(run['seed']) for run in runs)}"
+                      for preset, variants in results.items() for variant, runs in variants.items())
     return "\n".join([*lines, "", f"Seeds: {seeds}"])
+
+
+def row(preset: str, variant: str, stage: str, name: str, runs: list[dict]) -> str:
+    cells = [mean_std([run[stage][key] for run in runs]) for key in ("accuracy", *GROUPS)]
+    trained = mean_std([run[stage]["train_accuracy"] for run in runs]) if "train_accuracy" in runs[0][stage] else ""
+    per_seed = ", ".join(f"{100 * run[stage]['accuracy']:.2f}" for run in runs)
+    gap = ", ".join(f"{100 * (run['qat']['accuracy'] - run['tandem']['accuracy']):+.2f}" for run in runs) \
+        if stage == "qat" else ""
+    return f"| {preset} | {variant} | {name} | " + " | ".join(cells) + f" | {trained} | {per_seed} | {gap} |"
+
+
+def results_page(text: str, argv: list[str], out: Path, presets: list[str], seeds: list[int]) -> str:
+    """The docs' results page: the table with the command, date, machine and test-split sizes that made it."""
+    import torch
+
+    command = shlex.join(["python", "benchmarks/ablation.py", *argv])
+    sizes = ", ".join(f"{preset} {_clips(out / preset / 'data')}" for preset in presets)
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    return "\n".join([
+        "# Results on the built-in presets", "",
+        f"Made by `{command}` on {datetime.date.today().isoformat()} ({machine}); seeds {seeds}.",
+        f"Test split (the evaluate split, locations never trained on): {sizes} clips.", "",
+        "`hard` and `cross` come from two generator families (devices, rooms, scene textures); the microphone",
+        "responses of the device-response augmentation come from `hard`'s. A difference smaller than the seed",
+        "spread is not a finding.", "", text])
+
+
+def _clips(root: Path) -> str:
+    fold = root / "evaluation_setup" / "fold1_evaluate.csv"
+    return f"{len(fold.read_text().splitlines()) - 1:,}" if fold.is_file() else "?"
 
 
 if __name__ == "__main__":

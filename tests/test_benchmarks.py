@@ -46,29 +46,41 @@ def test_ablation_runs_each_variant_with_its_layers_and_reports_mean_and_std(
         elif args[0] == "pipeline":
             out = Path(args[args.index("--out") + 1])
             seed = int(next(a for a in args if a.startswith("--seed_everything=")).split("=")[1])
-            for stage in ("tandem", "pruning", "qat"):
+            for stage in ("teacher", "tandem", "pruning", "qat"):
                 fake_metrics(out / stage, 0.5 + 0.1 * seed)
-        else:  # asc test --ckpt_path OUT/tandem/checkpoints/last.ckpt --data.test_split train
-            fake_metrics(Path(args[args.index("--ckpt_path") + 1]).parents[1], 1.0, report="test-train")
+        elif args[0] == "fit":  # the peer (a probe, then its fit)
+            Path(args[args.index("--trainer.default_root_dir") + 1]).mkdir(parents=True, exist_ok=True)
+        else:  # asc test --ckpt_path RUN/checkpoints/last.ckpt [--data.test_split train]
+            run = Path(args[args.index("--ckpt_path") + 1]).parents[1]
+            fake_metrics(run, 1.0 if "--data.test_split" in args else 0.3, "test-train" if "--data.test_split" in
+                         args else "test")
 
     monkeypatch.setattr(ablation, "asc", asc)
     out = tmp_path / "ablation"
-    assert ablation.main(["--out", str(out), "--seeds", "0", "1", "--variants", "report,all", "--",
+    assert ablation.main(["--out", str(out), "--seeds", "0", "1", "--presets", "hard,cross", "--variants",
+                          "report,all,ensemble,peer", "--results", str(tmp_path / "results.md"), "--",
                           "--trainer.max_epochs=1"]) == 0
-    assert commands[0][:4] == ["synth", str(out / "data"), "--size", "hard"]
+    assert [c[:4] for c in commands if c[0] == "synth"] == [["synth", str(out / p / "data"), "--size", p]
+                                                           for p in ("hard", "cross")]
     pipelines = [c for c in commands if c[0] == "pipeline"]
-    assert len(pipelines) == 4 and all(c[-1] == "--trainer.max_epochs=1" for c in pipelines)
+    assert len(pipelines) == 12 and all(c[-1] == "--trainer.max_epochs=1" for c in pipelines)
     assert "--layer" not in pipelines[0] and pipelines[0][-2:] == ["--seed_everything=0", "--trainer.max_epochs=1"]
-    layers = [pipelines[2][i + 1] for i, arg in enumerate(pipelines[2]) if arg == "--layer"]
-    assert [Path(p).name for p in layers] == ["freq_mixstyle", "device_irs", "distillation"]
-    assert f"--model.device_irs={out / 'data' / 'impulse_responses'}" in pipelines[2]
-    tests = [c for c in commands if c[0] == "test"]
-    assert len(tests) == 4 and all(c[c.index("--data.test_split") + 1] == "train" for c in tests)
+    layers = [pipelines[4][i + 1] for i, arg in enumerate(pipelines[4]) if arg == "--layer"]
+    assert [Path(p).name for p in layers] == ["freq_mixstyle", "device_irs", "distillation", "ensemble"]
+    tests = [c for c in commands if c[0] == "test" and "--data.test_split" in c]
+    assert len(tests) == 12 and all(c[c.index("--data.test_split") + 1] == "train" for c in tests)
+    peers = [c for c in commands if c[0] == "fit"]  # per preset and seed: a one-epoch probe, then the timed fit
+    assert len(peers) == 8 and all("--trainer.max_epochs=1" in c for c in peers[::2])
+    assert all(any(a.startswith("--trainer.max_epochs=") for a in c) for c in peers[1::2])
     table = capsys.readouterr().out
-    assert "| all | Pruned+Quant. | 55.00 ± 7.07 | 65.00 ± 7.07 | 55.00 ± 7.07 | 45.00 ± 7.07 |  |" in table
-    assert "| report | Tandem | 55.00 ± 7.07 |" in table and "| 100.00 ± 0.00 |" in table
+    assert "| hard | all | Pruned+Quant. | 55.00 ± 7.07 | 65.00 ± 7.07 | 55.00 ± 7.07 | 45.00 ± 7.07 |  " \
+           "| 50.00, 60.00 | +0.00, +0.00 |" in table
+    assert "| cross | ensemble | Teacher | 55.00 ± 7.07 |" in table and "| hard | report | Teacher" not in table
+    assert "| hard | peer | CP-Mobile | 30.00 ± 0.00 |" in table and "| 100.00 ± 0.00 |" in table
     saved = json.loads((out / "ablation-report.json").read_text())
-    assert len(saved["variants"]["all"]) == 2 and saved["extra"] == ["--trainer.max_epochs=1"]
+    assert len(saved["results"]["cross"]["all"]) == 2 and saved["extra"] == ["--trainer.max_epochs=1"]
+    page = (tmp_path / "results.md").read_text()
+    assert "Made by `python benchmarks/ablation.py --out" in page and "seeds [0, 1]" in page and table.strip() in page
     assert ablation.main(["--out", str(out), "--variants", "nope"]) == 2
 
 
@@ -78,14 +90,15 @@ def test_ablation_table_only_runs_nothing_and_names_the_unfinished_runs(
     monkeypatch.setattr(ablation, "asc", lambda args: pytest.fail(f"ran {args}"))
     for seed, accuracy in ((0, 0.4), (2, 0.6)):
         for stage in ("tandem", "pruning", "qat"):
-            fake_metrics(out / "report" / "all" / f"seed{seed}" / stage, accuracy)
-        fake_metrics(out / "report" / "all" / f"seed{seed}" / "tandem", accuracy, report="test-train")
-    fake_metrics(out / "report" / "all" / "seed1" / "tandem", 0.9)  # interrupted after its tandem
-    assert ablation.main(["--out", str(out), "--variants", "all", "--table-only"]) == 0
+            fake_metrics(out / "hard" / "report" / "all" / f"seed{seed}" / stage, accuracy)
+        fake_metrics(out / "hard" / "report" / "all" / f"seed{seed}" / "tandem", accuracy, report="test-train")
+    fake_metrics(out / "hard" / "report" / "all" / "seed1" / "tandem", 0.9)  # interrupted after its tandem
+    assert ablation.main(["--out", str(out), "--presets", "hard", "--variants", "all", "--seeds", "0", "1", "2",
+                          "--table-only"]) == 0
     printed = capsys.readouterr()
-    unfinished = out / "report" / "all" / "seed1"
+    unfinished = out / "hard" / "report" / "all" / "seed1"
     assert printed.err.strip().splitlines() == [f"{unfinished}: not finished, left out of the table"]
-    assert "| all | Tandem | 50.00 ± 14.14 |" in printed.out and "Seeds: all 0, 2" in printed.out
+    assert "| hard | all | Tandem | 50.00 ± 14.14 |" in printed.out and "Seeds: hard/all 0, 2" in printed.out
 
 
 # ---------------------------------------------------------------- make bench (benchmarks/run.py and its parts)

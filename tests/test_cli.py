@@ -227,6 +227,13 @@ def test_device_responses_from_a_folder_colour_the_training_clips(mini_root: Pat
     line = _error(capsys, "fit", *common, "--trainer.default_root_dir", str(tmp_path / "m"),
                   f"--model.device_irs={tmp_path / 'none'}", "--model.device_ir_p=0.5")
     assert "model.device_irs: " in line and "folder not found" in line, line
+    # A relative folder is one beside the data, in the data root, from any working folder.
+    (mini_root / "mics").symlink_to(folder)
+    run("fit", *common, "--trainer.default_root_dir", str(tmp_path / "n"), "--model.device_irs=mics",
+        "--model.device_ir_p=1.0")
+    line = _error(capsys, "fit", *common, "--trainer.default_root_dir", str(tmp_path / "o"),
+                  "--model.device_irs=elsewhere", "--model.device_ir_p=0.5")
+    assert line == f"asc: error: model.device_irs: elsewhere: folder not found (in the data root {mini_root})"
 
 
 def test_mixed_precision_trains_and_tests_in_float(runs: dict[str, Path], tmp_path: Path) -> None:

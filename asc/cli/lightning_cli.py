@@ -13,7 +13,8 @@ from typing import Any
 
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-from asc.data.datamodule import DCASEDataModule
+from asc.data.audio import beside_data
+from asc.data.datamodule import DCASEDataModule, data_root
 from asc.errors import AscError
 from asc.files import ensure_folder
 from asc.training.modules import SceneModule
@@ -83,8 +84,9 @@ class AscCLI(LightningCLI):
         if subcommand == "test":
             self.claim_report_folder(config)
         irs = (config.model.get("init_args") or {}).get("device_irs") if subcommand == "fit" else None
-        if irs and not Path(irs).is_dir():
-            raise AscError(f"model.device_irs: {irs}: folder not found")
+        if irs and not beside_data(irs, data_root(config.data.get("root"))).is_dir():
+            where = "" if Path(irs).is_absolute() else f" (in the data root {data_root(config.data.get('root'))})"
+            raise AscError(f"model.device_irs: {irs}: folder not found{where}")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -149,7 +151,6 @@ class AscCLI(LightningCLI):
     def claim_report_folder(self, config: Any) -> None:
         """Before any data is read or cached: the test's report may not replace a report of another checkpoint,
         split or data set (the stage checks again when it starts testing, for tests run from Python)."""
-        from asc.data.datamodule import data_root
         from asc.training.reports import claim_report_folder, measurement, report_folder
 
         split = config.data.get("test_split")

@@ -106,6 +106,13 @@ def fit_length(audio: np.ndarray, length: int) -> np.ndarray:
     return np.pad(audio, (0, length - audio.shape[0]))
 
 
+def beside_data(path: str | Path, root: str | Path | None) -> Path:
+    """A file or folder that comes with the data (device responses): an absolute path as it is, a relative one
+    in the data root, so a config names it once for any place the data lie."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() or root is None else Path(root) / path
+
+
 def load_impulse_responses(folder: Path, sample_rate: int) -> tuple[list[str], list[np.ndarray]]:
     """Every ``*.wav`` of ``folder`` (sorted by name) as a mono response at ``sample_rate``: the device
     impulse responses of the DIR augmentation (for the real set, MicIRP's 66 responses)."""

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from asc.api import model_from_checkpoint
 from asc.compress.complexity import Complexity, count_complexity
-from asc.data.audio import load_impulse_responses
+from asc.data.audio import beside_data, load_impulse_responses
 from asc.data.datamodule import derived_seed
 from asc.data.features import FeatureSettings, mel_log_gains
 from asc.errors import AscError
@@ -67,7 +67,8 @@ class SceneModule(L.LightningModule):
         freq_mixstyle_p: probability that a batch gets Freq-MixStyle (0, off: not in the report; 0.4 in the
             DCASE 2023/24 baselines): per-band statistics mixed across clips, against device shift.
         freq_mixstyle_alpha: α of its Beta(α, α) mixing weights.
-        device_irs: a folder of device impulse-response WAVs (MicIRP for the real set) whose colouring is
+        device_irs: a folder of device impulse-response WAVs (MicIRP for the real set; a relative path is a
+            folder beside the data, in the data root: ``impulse_responses`` for the built-in set) whose colouring is
             applied to training clips as per-band log gains (``mel_log_gains``); none by default.
         device_ir_p: probability that a training clip gets a device response.
         teacher: knowledge distillation (none by default): ``init`` (the network this stage starts from),
@@ -184,7 +185,8 @@ class SceneModule(L.LightningModule):
         if stage == "fit":
             self.check_callbacks(self.trainer.callbacks)
             if self.hparams.get("device_irs") and self.ir_gains is None:
-                _names, responses = load_impulse_responses(Path(self.hparams.device_irs), self.features.sample_rate)
+                folder = beside_data(self.hparams.device_irs, getattr(data, "root", None))
+                _names, responses = load_impulse_responses(folder, self.features.sample_rate)
                 self.ir_gains = mel_log_gains(responses, self.features).to(self.device)
 
     def check_callbacks(self, callbacks: list[Callback]) -> None:
