@@ -257,60 +257,75 @@ def matched_logmels() -> dict[str, list[np.ndarray]]:
             for scene in SCENES}
 
 
-@pytest.mark.parametrize(("forward", "backward"), synth.REVERSED_PAIRS)
-def test_reversed_pairs_share_band_moments_but_not_temporal_order(
-    matched_logmels: dict[str, list[np.ndarray]], forward: str, backward: str
-) -> None:
-    moments = {scene: np.array([band_moments(s) for s in clips]) for scene, clips in matched_logmels.items()}
+def assert_same_moments_other_order(logmels: dict[str, list[np.ndarray]], forward: str, backward: str,
+                                     statistic: Callable[[np.ndarray], float]) -> None:
+    """The pair's band moments are as close as noise allows (much closer than any other scene's), while the
+    temporal ``statistic`` of the matched clips is positive forwards and negative backwards."""
+    moments = {scene: np.array([band_moments(s) for s in clips]) for scene, clips in logmels.items()}
     pooled = np.concatenate(list(moments.values()))
     centroid = {scene: ((m - pooled.mean(0)) / pooled.std(0)).mean(0) for scene, m in moments.items()}
     within = np.linalg.norm(centroid[forward] - centroid[backward])
     between = min(np.linalg.norm(centroid[forward] - centroid[c]) for c in SCENES if c not in (forward, backward))
     assert within < 0.4 * between, (within, between)
 
-    statistic = TEMPORAL_STATISTIC[forward]
-    ahead = np.array([statistic(s) for s in matched_logmels[forward]])
-    behind = np.array([statistic(s) for s in matched_logmels[backward]])
+    ahead = np.array([statistic(s) for s in logmels[forward]])
+    behind = np.array([statistic(s) for s in logmels[backward]])
     difference = ahead - behind
     t = difference.mean() / (difference.std() / np.sqrt(difference.size))
     assert ahead.mean() > 0 > behind.mean() and t > 3.0, (ahead.mean(), behind.mean(), t)
 
 
+@pytest.mark.parametrize(("forward", "backward"), synth.REVERSED_PAIRS)
+def test_reversed_pairs_share_band_moments_but_not_temporal_order(
+    matched_logmels: dict[str, list[np.ndarray]], forward: str, backward: str
+) -> None:
+    assert_same_moments_other_order(matched_logmels, forward, backward, TEMPORAL_STATISTIC[forward])
+
+
 # ------------------------------------------------------------------- the hard preset (asc.data.synth.conditions)
 
 HARD = SynthSpec.preset("hard")
-#: The hard preset scaled down to 210 clips: per scene 1 train location (3 segments, 1 on all devices) and 1 evaluate.
+#: The hard preset scaled down to 200 clips: per scene 1 train location (3 segments, 1 on all devices) and 1 evaluate.
 HARD_SMALL = dataclasses.replace(HARD, train_locations=1, evaluate_locations=1, segments_per_location=3,
                                  train_parallel=1)
 
 
-def test_hard_plan_has_the_demo_sizes_in_fewer_bigger_train_locations() -> None:
-    rows, demo = plan(HARD), Counter(row.split for row in plan(SynthSpec.preset("demo")))
+@pytest.mark.parametrize("preset", ["hard", "cross"])
+def test_hard_and_cross_plans_have_the_demo_train_size_in_fewer_locations_and_2160_evaluate_clips(preset: str) -> None:
+    """The demo's 2,280 train clips in 3 locations per scene; 2,160 evaluate clips (0.05 points each) from 24 new
+    locations per scene, one all-device segment each: a test split that can decide a point."""
+    spec = SynthSpec.preset(preset)
+    assert (spec.family, spec.conditions) == ({"hard": "a", "cross": "b"}[preset], HARD.conditions)
+    assert dataclasses.replace(spec, family="a") == HARD  # the same sizes and conditions, another generator
+    rows, demo = plan(spec), Counter(row.split for row in plan(SynthSpec.preset("demo")))
     splits = Counter(row.split for row in rows)
-    assert (len(rows), splits["train"], splits["evaluate"]) == (3240, demo["train"], demo["evaluate"])
-    assert (splits["train"], splits["evaluate"]) == (2280, 540)
+    assert (len(rows), splits["train"]) == (4800, demo["train"])
+    assert (splits["train"], splits["evaluate"]) == (2280, 2160)
     assert len({row.clip.filename for row in rows}) == len(rows)
     locations = {s: Counter(r.clip.identifier for r in rows if r.split == s) for s in synth.SPLITS}
     assert not set(locations["train"]) & set(locations["evaluate"])
     assert set(locations["train"].values()) == {76} and set(locations["evaluate"].values()) == {9}
-    for split, per_scene in (("train", 3), ("evaluate", 6)):
+    for split, per_scene in (("train", 3), ("evaluate", 24)):
         scenes = Counter(identifier_scene[1] for identifier_scene in
                          {(r.clip.identifier, r.clip.scene) for r in rows if r.split == split})
         assert set(scenes) == set(SCENES) and set(scenes.values()) == {per_scene}
     devices = {s: Counter(r.clip.device for r in rows if r.split == s) for s in synth.SPLITS}
-    assert dict(devices["evaluate"]) == dict.fromkeys(DEVICES, 60)
+    assert dict(devices["evaluate"]) == dict.fromkeys(DEVICES, 240)
     assert not set(UNSEEN_DEVICES) & set(devices["train"]) and devices["train"]["a"] == 10 * 3 * 56
-    scaled = HARD.scaled(1 / 3)
-    assert (scaled.train_locations, scaled.evaluate_locations, scaled.conditions) == (1, 2, HARD.conditions)
+    scaled = spec.scaled(1 / 3)
+    assert (scaled.train_locations, scaled.evaluate_locations, scaled.conditions) == (1, 8, HARD.conditions)
+    assert scaled.family == spec.family
     with pytest.raises(AscError):
-        dataclasses.replace(HARD, evaluate_segments=57)
+        dataclasses.replace(spec, evaluate_segments=57)
+    with pytest.raises(AscError, match="family"):
+        dataclasses.replace(spec, family="c")
 
 
 def test_hard_dataset_layout_and_same_bytes_for_any_worker_count(tmp_path: Path) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
     counts = synthesize(first, HARD_SMALL, seed=5, workers=1, progress=False)
     synthesize(second, HARD_SMALL, seed=5, workers=2, progress=False)
-    assert counts == {"meta": 210, "train": 80, "evaluate": 90, "test": 90}
+    assert counts == {"meta": 200, "train": 80, "evaluate": 90, "test": 90}
     assert digests(first) == digests(second)
     train, evaluate = fold_names(first, "train"), fold_names(first, "evaluate")
     assert {parse_clip_name(n).device for n in evaluate} == set(DEVICES)
@@ -318,6 +333,7 @@ def test_hard_dataset_layout_and_same_bytes_for_any_worker_count(tmp_path: Path)
     assert not {parse_clip_name(n).identifier for n in train} & {parse_clip_name(n).identifier for n in evaluate}
     marker = json.loads((first / synth.MARKER_FILE).read_text(encoding="utf-8"))
     assert marker["spec"]["conditions"] == dataclasses.asdict(HARD.conditions)
+    assert "family" not in marker["spec"]  # family "a", the default: the marker as before family "b" existed
 
 
 def test_plain_presets_are_unchanged(tiny: tuple[Path, dict[str, int]]) -> None:
@@ -334,13 +350,14 @@ def test_plain_presets_are_unchanged(tiny: tuple[Path, dict[str, int]]) -> None:
         np.testing.assert_allclose(rms_and_sample[name], values, rtol=1e-9)
 
 
-def location_to_scene_ratio(conditions: synth.Conditions, n_locations: int = 6) -> float:
+def location_to_scene_ratio(conditions: synth.Conditions, n_locations: int = 6,
+                            render: Callable[..., dict[str, np.ndarray]] = synth.render_recording) -> float:
     """Mean log-mel distance between locations of one scene over that between scenes at one location.
 
     Every scene is rendered at the same location identities (the same per-location draws), device a.
     """
-    spectra = np.array([[logmel(synth.render_recording(0, ClipName(scene, "lisbon", str(1000 + k), str(40000 + k),
-                                                                   "0", "a"), ["a"], conditions)["a"]).mean(axis=1)
+    spectra = np.array([[logmel(render(0, ClipName(scene, "lisbon", str(1000 + k), str(40000 + k), "0", "a"), ["a"],
+                                       conditions)["a"]).mean(axis=1)
                          for k in range(n_locations)] for scene in SCENES])
     n = len(SCENES)
     across_scenes = [np.linalg.norm(spectra[i, k] - spectra[j, k]) for k in range(n_locations)
@@ -389,3 +406,131 @@ def test_synth_writes_impulse_responses_of_other_microphones(tiny: tuple[Path, d
     shape = inner - inner.mean(axis=1, keepdims=True)
     assert 0.3 < np.median(np.abs(shape)) < 3.0  # colouring of a few dB (1 nat = 4.3 dB in power)
     assert np.abs(shape[0] - shape[1]).max() > 0.5
+
+
+# ------------------------------------------------------------------- the cross preset (asc.data.synth.cross)
+
+CROSS = SynthSpec.preset("cross")
+#: The cross preset scaled down like HARD_SMALL (200 clips).
+CROSS_SMALL = dataclasses.replace(HARD_SMALL, family="b")
+
+
+def read_impulse_responses(root: Path) -> dict[str, np.ndarray]:
+    """The written impulse responses by microphone name."""
+    return {path.stem: soundfile.read(str(path))[0] for path in sorted((root / synth.IMPULSE_RESPONSE_DIR).iterdir())}
+
+
+def test_cross_dataset_layout_and_same_bytes_for_any_worker_count(tmp_path: Path) -> None:
+    first, second = tmp_path / "first", tmp_path / "second"
+    counts = synthesize(first, CROSS_SMALL, seed=5, workers=1, progress=False)
+    synthesize(second, CROSS_SMALL, seed=5, workers=2, progress=False)
+    assert counts == {"meta": 200, "train": 80, "evaluate": 90, "test": 90}
+    same = digests(first)
+    assert same == digests(second) and len(same) == 200 + 12 + 4 + 1
+    train, evaluate = fold_names(first, "train"), fold_names(first, "evaluate")
+    assert {parse_clip_name(n).device for n in evaluate} == set(DEVICES)
+    assert {parse_clip_name(n).device for n in train} == set(DEVICES) - set(UNSEEN_DEVICES)
+    assert not {parse_clip_name(n).identifier for n in train} & {parse_clip_name(n).identifier for n in evaluate}
+    marker = json.loads((first / synth.MARKER_FILE).read_text(encoding="utf-8"))
+    assert marker["spec"]["family"] == "b" and marker["spec"]["conditions"] == dataclasses.asdict(HARD.conditions)
+    hard = tmp_path / "hard"  # the same plan and seed from family "a": the same names, other sounds
+    synthesize(hard, HARD_SMALL, seed=5, workers=2, progress=False)
+    family_a = digests(hard)
+    assert read_tsv(hard / META_FILE) == read_tsv(first / META_FILE)
+    wavs = [name for name in same if name.startswith("audio/")]
+    assert len(wavs) == 200 and not any(same[name] == family_a[name] for name in wavs)
+    irs = [name for name in same if name.startswith(synth.IMPULSE_RESPONSE_DIR)]
+    assert len(irs) == 12 and all(same[name] == family_a[name] for name in irs)  # see the next test
+
+
+def test_cross_augmentation_microphones_are_family_a_and_its_devices_are_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The impulse responses written for the augmentation are family "a"'s microphones (exactly
+    ``devices.impulse_response``), while family "b" renders every device, room and scene without any of family
+    "a"'s device, condition or scene generators (each replaced by a tripwire, and ``devices._device``'s cache
+    records no call)."""
+    from asc.data.synth import conditions, cross, devices, scenes
+
+    root = tmp_path / "cross"
+    synthesize(root, dataclasses.replace(CROSS_SMALL, train_locations=1, evaluate_locations=1), seed=7, progress=False)
+    written = read_impulse_responses(root)
+    assert list(written) == list(devices.IMPULSE_RESPONSE_DEVICES)
+    for name, response in written.items():
+        np.testing.assert_allclose(response, devices.impulse_response(7, name, CROSS.conditions), atol=2e-7)
+
+    def tripwire(*args: object, **kwargs: object) -> None:
+        raise AssertionError("family b used a family-a generator")
+
+    family_a_device = devices._device
+    family_a_device.cache_clear()
+    cross.devices._mic.cache_clear()  # family b's own caches too, or devices drawn while writing would be reused
+    cross.rooms._room.cache_clear()
+    for module, name in ((devices, "_device"), (devices, "_enclosure"), (devices, "impulse_response"),
+                         (devices, "render_recording"), (conditions, "scene_field"), (conditions, "_location"),
+                         (conditions, "_ambience"), (conditions, "_smooth_curve"), (scenes, "_place"),
+                         (scenes, "_scene_signal")):
+        monkeypatch.setattr(module, name, tripwire)
+    for scene in SCENES:
+        monkeypatch.setitem(scenes.RECIPES, scene, (tripwire, False))
+    for k, scene in enumerate(SCENES):  # intruders included: their scene is drawn from the family-b recipes
+        out = cross.render_recording(8, ClipName(scene, "paris", str(1000 + k), str(40000 + k), "0", "a"), DEVICES,
+                                     dataclasses.replace(CROSS.conditions, intruder_fraction=1.0))
+        assert set(out) == set(DEVICES) and all(np.isfinite(x).all() and x.std() > 0 for x in out.values())
+    info = family_a_device.cache_info()
+    assert info.hits + info.misses == 0
+
+
+@pytest.fixture(scope="module")
+def cross_logmels() -> dict[str, list[np.ndarray]]:
+    """Device-a log-mels of 36 matched slice identities per scene, family "b" under the cross preset's conditions.
+
+    36 rather than 24: the knock pulses of bus / street_traffic make a clip's band moments noisier than family "a"'s."""
+    from asc.data.synth import cross
+
+    names = [("lisbon", str(1000 + i), str(40000 + i), str(i % 10)) for i in range(36)]
+    return {scene: [logmel(cross.render_recording(0, ClipName(scene, *n, "a"), ["a"], CROSS.conditions)["a"])
+                    for n in names] for scene in SCENES}
+
+
+#: How family "b" builds each pair's forward scene (see ``cross.scenes``): squeals glide down; knock builds slowly
+#: and drops at once; syllables and footsteps start sharply and decay.
+CROSS_TEMPORAL_STATISTIC: dict[str, Callable[[np.ndarray], float]] = {
+    "metro": lambda s: -frequency_drift(s),
+    "bus": lambda s: -onset_skewness(s),
+    "airport": onset_skewness,
+    "street_pedestrian": onset_skewness,
+}
+
+
+@pytest.mark.parametrize(("forward", "backward"), synth.REVERSED_PAIRS)
+def test_cross_reversed_pairs_share_band_moments_but_not_temporal_order(
+    cross_logmels: dict[str, list[np.ndarray]], forward: str, backward: str
+) -> None:
+    assert_same_moments_other_order(cross_logmels, forward, backward, CROSS_TEMPORAL_STATISTIC[forward])
+
+
+@pytest.mark.parametrize(("forward", "backward"), synth.REVERSED_PAIRS)
+def test_cross_rooms_keep_the_reversed_pairs(forward: str, backward: str) -> None:
+    """Room, ambience, colouring and intruder do not depend on the scene within a pair: the sound fields differ by
+    one reverberated event layer played forwards and backwards."""
+    from asc.data.synth.cross.rooms import room_field
+
+    reversed_events = 0
+    for k in range(6):
+        ids = ("lisbon", str(1000 + k), str(40000 + k), str(k), "a")
+        (one, site), (two, site_two) = (room_field(0, ClipName(scene, *ids), CROSS.conditions)
+                                        for scene in (forward, backward))
+        difference = np.fft.irfft(one - two, n=synth.N_SAMPLES)
+        np.testing.assert_allclose(difference[::-1], -difference, atol=1e-9)
+        assert site == site_two
+        reversed_events += np.abs(difference).max() > 1e-3
+    assert reversed_events >= 3
+
+
+def test_cross_locations_differ_more_than_scenes() -> None:
+    from asc.data.synth import cross
+
+    plain, hard = (location_to_scene_ratio(conditions, render=cross.render_recording)
+                   for conditions in (synth.Conditions(), CROSS.conditions))
+    assert hard > 1.0 and hard > 1.25 * plain, (plain, hard)

@@ -10,7 +10,9 @@ The parts, each with its own explanation
     ``conditions`` how much locations, devices and other scenes colour it (the ``"hard"`` preset);
     ``devices``   how the real devices hear it and how the simulated ones are made from device a;
     ``writer``    rendering the slices (in worker processes) and writing the WAVs, CSVs and marker file;
-    ``seeding``   the per-thing random streams that make the output independent of the work order.
+    ``seeding``   the per-thing random streams that make the output independent of the work order;
+    ``cross``     generator family ``"b"`` (the ``"cross"`` preset): other scene sounds, rooms and devices, so
+                  that the augmentation's microphones (always family ``"a"``) share no family with its devices.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from asc.data.synth.conditions import Conditions
 from asc.data.synth.devices import render_recording
 from asc.data.synth.planning import (
     CITIES,
+    FAMILIES,
     FIRST_LOCATION_ID,
     FIRST_SEGMENT_ID,
     MAX_SLICES,
@@ -29,11 +32,12 @@ from asc.data.synth.planning import (
     plan,
 )
 from asc.data.synth.scenes import N_SAMPLES, RECIPES, REVERSED_PAIRS
-from asc.data.synth.writer import GENERATOR_VERSION, IMPULSE_RESPONSE_DIR, MARKER_FILE, synthesize
+from asc.data.synth.writer import GENERATOR_VERSION, IMPULSE_RESPONSE_DIR, MARKER_FILE, RENDERERS, synthesize
 
 __all__ = [
     "CITIES",
     "Conditions",
+    "FAMILIES",
     "FIRST_LOCATION_ID",
     "FIRST_SEGMENT_ID",
     "GENERATOR_VERSION",
@@ -43,6 +47,7 @@ __all__ = [
     "N_SAMPLES",
     "PRESETS",
     "RECIPES",
+    "RENDERERS",
     "REVERSED_PAIRS",
     "SPLITS",
     "SynthRow",

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from asc.data.layout import AUDIO_DIR, FOLD_COLUMNS, FOLD_FILES, META_COLUMNS, META_FILE, SAMPLE_RATE, ClipName
 from asc.data.synth.conditions import Conditions
+from asc.data.synth.cross import render_recording as render_cross
 from asc.data.synth.devices import IMPULSE_RESPONSE_DEVICES, impulse_response, render_recording
 from asc.data.synth.planning import SPLITS, SynthRow, SynthSpec, plan
 from asc.errors import AscError
@@ -31,12 +32,15 @@ IMPULSE_RESPONSE_DIR = "impulse_responses"
 GENERATOR_VERSION = 1
 _GENERATOR = "asc.data.synth"
 
-#: One unit of work: (root, seed, a clip name of the slice, the devices of that slice to write, the conditions).
-_Job = tuple[str, int, ClipName, tuple[str, ...], Conditions]
+#: One unit of work: (root, seed, a clip name of the slice, the devices of that slice to write, the conditions,
+#: the generator family).
+_Job = tuple[str, int, ClipName, tuple[str, ...], Conditions, str]
+#: The renderer of each generator family (``SynthSpec.family``).
+RENDERERS = {"a": render_recording, "b": render_cross}
 _PEAK = 1.0 - 2.0**-23  # largest 24-bit sample
 
 
-def _jobs(root: Path, seed: int, rows: Sequence[SynthRow], conditions: Conditions) -> list[_Job]:
+def _jobs(root: Path, seed: int, rows: Sequence[SynthRow], spec: SynthSpec) -> list[_Job]:
     """Group planned clips by slice: the devices of a slice share one sound field and device a's signal."""
     slices: dict[tuple[str, ...], list[str]] = {}
     names: dict[tuple[str, ...], ClipName] = {}
@@ -45,13 +49,14 @@ def _jobs(root: Path, seed: int, rows: Sequence[SynthRow], conditions: Condition
         key = (c.scene, c.city, c.location, c.segment, c.slice)
         slices.setdefault(key, []).append(c.device)
         names.setdefault(key, c)
-    return [(str(root), seed, names[key], tuple(devices), conditions) for key, devices in slices.items()]
+    return [(str(root), seed, names[key], tuple(devices), spec.conditions, spec.family)
+            for key, devices in slices.items()]
 
 
 def _write_job(job: _Job) -> int:
     """Render one slice and write its WAVs (24-bit PCM); returns the number of files written."""
-    root, seed, clip, devices, conditions = job
-    for name, audio in render_recording(seed, clip, devices, conditions).items():
+    root, seed, clip, devices, conditions, family = job
+    for name, audio in RENDERERS[family](seed, clip, devices, conditions).items():
         path = Path(root) / dataclasses.replace(clip, device=name).filename
         write_wav(path, np.clip(audio, -_PEAK, _PEAK))
     return len(devices)
@@ -137,7 +142,10 @@ def _remove_stale_audio(root: Path, rows: Sequence[SynthRow]) -> None:
 
 def _write_impulse_responses(root: Path, spec: SynthSpec, seed: int) -> None:
     """``impulse_responses/mic01.wav`` ...: responses of microphones that recorded nothing (24-bit PCM like the
-    clips: libsndfile stamps float WAVs with the time of writing, which would break same-seed-same-bytes)."""
+    clips: libsndfile stamps float WAVs with the time of writing, which would break same-seed-same-bytes).
+
+    Always family ``"a"``'s microphones, whatever ``spec.family``: on family ``"b"`` the augmentation then draws
+    from another family of devices than the dataset's own (see ``cross``)."""
     folder = root / IMPULSE_RESPONSE_DIR
     folder.mkdir(exist_ok=True)
     for name in IMPULSE_RESPONSE_DEVICES:
@@ -171,7 +179,7 @@ def synthesize(
     rows = plan(spec, seed)
     _prepare_root(root, spec, seed)
     _remove_stale_audio(root, rows)
-    jobs = _jobs(root, seed, rows, spec.conditions)
+    jobs = _jobs(root, seed, rows, spec)
     written = sum(_run_jobs(jobs, len(rows), max(1, int(workers)), progress))
     if written != len(rows):
         raise AscError(f"{root}: wrote {written} of {len(rows)} planned clips")
