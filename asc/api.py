@@ -6,9 +6,8 @@ from pathlib import Path
 
 from torch import nn
 
+from asc.compress.checkpoint import ASC_KEY, model_from_checkpoint, read_checkpoint, saved_features
 from asc.data.features import FeatureSettings, LogMel
-from asc.models.architecture import build
-from asc.training.checkpoints import ASC_KEY, model_state, read_checkpoint, saved_features
 
 
 def load_model(ckpt: str | Path) -> nn.Module:
@@ -20,17 +19,6 @@ def load_model(ckpt: str | Path) -> nn.Module:
     that selects bands does so itself); its output is the 10 scene logits.
     """
     return model_from_checkpoint(read_checkpoint(ckpt))
-
-
-def model_from_checkpoint(checkpoint: dict) -> nn.Module:
-    """The network of an already loaded checkpoint (callers that also need its metadata read it once)."""
-    model = build(checkpoint[ASC_KEY]["architecture"])
-    if "modelopt_state" in checkpoint:  # a QAT checkpoint: re-insert the quantizers before the weights
-        from asc.compress.quantization import restore
-
-        restore(model, checkpoint["modelopt_state"])
-    model.load_state_dict(model_state(checkpoint))
-    return model.eval()
 
 
 def checkpoint_features(ckpt: str | Path) -> FeatureSettings:

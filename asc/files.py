@@ -9,13 +9,16 @@ one, never a part.
 
 from __future__ import annotations
 
+import csv
 import errno
 import hashlib
+import io
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from asc.errors import AscError
 
@@ -107,3 +110,10 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def csv_text(rows: Sequence[Sequence[Any]], delimiter: str = ",") -> str:
+    """CSV rows as one string (written whole by ``atomic_write``)."""
+    buffer = io.StringIO()
+    csv.writer(buffer, delimiter=delimiter, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()

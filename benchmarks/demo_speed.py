@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from asc.data.features import FeatureSettings
-from asc.models.bcresnet import ResNorm
+from asc.models.resnorm import ResNorm
 from benchmarks.report import Row
 from benchmarks.timing import alternate
 from benchmarks.training import step_function, tandem_stage

@@ -2,10 +2,10 @@
 
 The model is the size the pipeline ends with (pruned Mod-8 widths on 192 of 256 mel bands, about 128k
 parameters and 16 MMACs), with random weights: speed does not depend on the values. The int8 model is
-quantized with ``asc.compress.quantization.quantize`` (calibration on random log-mels: again only the
+quantized with ``asc.compress.qat.quantize`` (calibration on random log-mels: again only the
 speed is measured) and exported twice: the TensorRT-style Q/DQ graph (``export_onnx``), which
 onnxruntime's CPU provider runs largely as dequantize + float kernels, and the CPU int8 graph of
-``asc.compress.cpu_int8.export_onnx_cpu``, made for onnxruntime's integer kernels. Every variant runs
+``asc.compress.export.cpu_int8.export_onnx_cpu``, made for onnxruntime's integer kernels. Every variant runs
 with the same fixed number of threads, batch 1 (a single clip, latency) and batch 64 (throughput).
 """
 
@@ -37,7 +37,7 @@ ORT_CPU = "onnxruntime CPU int8"
 def pruned_tandem() -> nn.Module:
     """A tandem of the pruned size: 192 bands (three of every four) out of 256, pruned Mod-8 widths."""
     from asc.models.bcresnet import BCResNet
-    from asc.models.linear import MomentsLinear
+    from asc.models.moments import MomentsLinear
     from asc.models.tandem import Tandem
 
     bands = [band for band in range(N_MELS) if band % 4 != 3]
@@ -53,7 +53,7 @@ def logmels(batch: int, seed: int = 0) -> torch.Tensor:
 
 def quantized_copy(model: nn.Module) -> nn.Module:
     """An int8 (fake-quantized, modelopt) copy of ``model``, calibrated on four random batches."""
-    from asc.compress.quantization import quantize
+    from asc.compress.qat import quantize
 
     def loop(m: nn.Module) -> None:
         for seed in range(4):
@@ -64,7 +64,7 @@ def quantized_copy(model: nn.Module) -> nn.Module:
 
 def export_all(model: nn.Module, qmodel: nn.Module, folder: Path) -> dict[str, Path | str]:
     """The three ONNX files by variant name; a variant whose export failed maps to the reason instead."""
-    from asc.compress.quantization import export_onnx
+    from asc.compress.export.onnx import export_onnx
 
     folder.mkdir(parents=True, exist_ok=True)
     example = logmels(1)
@@ -76,9 +76,9 @@ def export_all(model: nn.Module, qmodel: nn.Module, folder: Path) -> dict[str, P
 
 
 def export_cpu_int8(qmodel: nn.Module, example: torch.Tensor, path: Path) -> Path | str:
-    """``asc.compress.cpu_int8.export_onnx_cpu`` of the QAT model (its own ranges: ``calibration=None``);
+    """``asc.compress.export.cpu_int8.export_onnx_cpu`` of the QAT model (its own ranges: ``calibration=None``);
     the reason instead of a path when the export fails, so that the other rows of the run survive."""
-    from asc.compress.cpu_int8 import export_onnx_cpu
+    from asc.compress.export.cpu_int8 import export_onnx_cpu
 
     try:
         export_onnx_cpu(qmodel, example, path, calibration=None)

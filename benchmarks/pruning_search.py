@@ -9,7 +9,8 @@ rank, reachability per step), not on trained values.
 from __future__ import annotations
 
 from asc.compress.complexity import MAX_MACS, MAX_PARAMS, Complexity, bcresnet_count
-from asc.compress.pruning import PruningResult, bcresnet_graph, search_threshold
+from asc.compress.pruning import PruningResult, search_threshold
+from asc.compress.reachability import bcresnet_graph
 from asc.data.features import FeatureSettings
 from asc.models.bcresnet import BCResNet
 from benchmarks.report import Row

@@ -39,7 +39,7 @@ def datamodule(root: Path, cache_dir: Path, workers: int = 1) -> DCASEDataModule
 
 def tandem_stage(width: float) -> Any:
     """The tandem stage as the built-in config makes it (Mod-8: ``width=8``), ready for :func:`step_function`."""
-    from asc.training.stages import TandemStage
+    from asc.training.tandem import TandemStage
 
     stage = TandemStage(width=width, lr=0.035).train()
     optimizer = stage.configure_optimizers()

@@ -17,10 +17,10 @@ import yaml
 from torch import nn
 
 from asc.cli.main import main
-from asc.compress import quantization
+from asc.compress import qat
+from asc.compress.checkpoint import network_checkpoint
 from asc.data.features import FeatureSettings
 from asc.models import BCResNet, MomentsLinear, Tandem
-from asc.training.checkpoints import network_checkpoint
 
 REPO = Path(__file__).parents[1]
 CONFIGS = REPO / "configs" / "builtin"
@@ -139,4 +139,4 @@ def calibrate(model: nn.Module, method: str = "max") -> nn.Module:
         for i in range(0, len(x), 16):
             m(x[i:i + 16])
 
-    return quantization.quantize(model, forward_loop, method)
+    return qat.quantize(model, forward_loop, method)

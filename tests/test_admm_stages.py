@@ -11,13 +11,15 @@ import torch
 from torch import nn
 
 from asc.compress.admm import ADMM
+from asc.compress.checkpoint import network_checkpoint
 from asc.data.features import FeatureSettings
 from asc.errors import AscError
 from asc.models import BCResNet, MomentsLinear, Tandem
-from asc.training import admm_stages
-from asc.training.admm_stages import FeatureSelectionStage, PruningStage
-from asc.training.callbacks import ADMMPhases, report_convergence
-from asc.training.checkpoints import network_checkpoint
+from asc.training import admm as admm_stage
+from asc.training import pruning as pruning_stage
+from asc.training.admm import ADMMPhases, report_convergence
+from asc.training.feature_selection import FeatureSelectionStage
+from asc.training.pruning import PruningStage
 
 FEATURES = FeatureSettings(n_mels=64)
 
@@ -29,14 +31,14 @@ def _tandem_checkpoint(path: Path) -> Path:
     return path
 
 
-def _saved(stage: admm_stages.ADMMStage, phases: ADMMPhases) -> dict:
+def _saved(stage: admm_stage.ADMMStage, phases: ADMMPhases) -> dict:
     """What Lightning writes: the module's state, its contract, and the callback's state (Z, U, structure)."""
     checkpoint = {"state_dict": stage.state_dict(), "callbacks": {phases.state_key: phases.state_dict()}}
     stage.on_save_checkpoint(checkpoint)
     return checkpoint
 
 
-def _restored(stage: admm_stages.ADMMStage, checkpoint: dict) -> ADMMPhases:
+def _restored(stage: admm_stage.ADMMStage, checkpoint: dict) -> ADMMPhases:
     """What Lightning does on ``fit --ckpt_path``: the network from the checkpoint, then the callback's state."""
     stage.on_load_checkpoint(checkpoint)
     stage.load_state_dict(checkpoint["state_dict"])
@@ -67,7 +69,7 @@ def test_pruning_resumes_admm_with_its_structure_and_duals(tmp_path: Path, monke
     def no_search(*args: object, **kwargs: object) -> None:
         raise AssertionError("a resumed run must keep the structure it was interrupted with")
 
-    monkeypatch.setattr(admm_stages, "search_threshold", no_search)
+    monkeypatch.setattr(pruning_stage, "search_threshold", no_search)
     # The checkpoint alone: its init checkpoint is not read again.
     resumed = PruningStage(max_params=8_000, max_macs=1_000_000, dual_lr=0.5, features=FEATURES)
     again = _restored(resumed, checkpoint)

@@ -296,9 +296,9 @@ def test_the_cpu_int8_row_calls_export_onnx_cpu_with_the_qat_model_and_keeps_a_f
         calls.append((model, tuple(example.shape), calibration))
         Path(path).write_bytes(b"onnx")
 
-    module = types.ModuleType("asc.compress.cpu_int8")
+    module = types.ModuleType("asc.compress.export.cpu_int8")
     module.export_onnx_cpu = export_onnx_cpu
-    monkeypatch.setitem(sys.modules, "asc.compress.cpu_int8", module)
+    monkeypatch.setitem(sys.modules, "asc.compress.export.cpu_int8", module)
     qmodel = object()
     example = inference.logmels(1)
     assert inference.export_cpu_int8(qmodel, example, tmp_path / "a.onnx") == tmp_path / "a.onnx"

@@ -8,18 +8,10 @@ from torch import nn
 
 from asc.compress.admm import ADMM, contraction
 from asc.compress.complexity import Complexity, bcresnet_count, count_complexity
-from asc.compress.feature_selection import check_keep, drop_bands, select_top, top_c_projection
-from asc.compress.pruning import (
-    ChannelGroup,
-    Producer,
-    bcresnet_graph,
-    clear_masks,
-    importances,
-    mask_channels,
-    prune_physically,
-    reachability,
-    search_threshold,
-)
+from asc.compress.feature_selection import check_keep, drop_bands, select_top
+from asc.compress.projection import top_c_projection
+from asc.compress.pruning import clear_masks, importances, mask_channels, prune_physically, search_threshold
+from asc.compress.reachability import ChannelGroup, Producer, bcresnet_graph, reachability
 from asc.errors import AscError
 from asc.models import BCResNet, MomentsLinear, Tandem
 

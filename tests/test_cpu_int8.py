@@ -1,4 +1,4 @@
-"""The CPU int8 form (asc.compress.cpu_int8): integer kernels in onnxruntime, agreement with the QAT model
+"""The CPU int8 form (asc.compress.export.cpu_int8): integer kernels in onnxruntime, agreement with the QAT model
 through the export gate, refusals, and ``asc export --cpu_out``. Tiny models from test_quantization."""
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ import pytest
 import torch
 from torch import nn
 
-from asc.cli.export import compare
 from asc.cli.main import main
-from asc.compress import quantization
-from asc.compress.cpu_int8 import export_onnx_cpu
+from asc.compress import qat as quantization
+from asc.compress.checkpoint import network_checkpoint
+from asc.compress.export import onnx as onnx_export
+from asc.compress.export.cpu_int8 import export_onnx_cpu
+from asc.compress.export.verify import compare
 from asc.data.features import FeatureSettings
 from asc.errors import AscError
 from asc.models import Tandem
-from asc.training.checkpoints import network_checkpoint
 from tests.helpers import N_BANDS, N_FRAMES, calibrate, inputs, tandem
 from tests.helpers import one_error_line as _error
 
@@ -64,13 +65,13 @@ def test_transition_convs_run_as_qlinearconv_with_uint8_weights(qat: nn.Module, 
 def test_cpu_form_passes_the_export_gate_and_keeps_the_interface(qat: nn.Module, tmp_path: Path) -> None:
     path = tmp_path / "cpu.onnx"
     export_onnx_cpu(qat, EXAMPLE, path, calibration=inputs(8, 3))
-    session = quantization.onnx_session(path)
-    assert [i.name for i in session.get_inputs()] == [quantization.INPUT_NAME]
-    assert [o.name for o in session.get_outputs()] == [quantization.OUTPUT_NAME]
+    session = onnx_export.onnx_session(path)
+    assert [i.name for i in session.get_inputs()] == [onnx_export.INPUT_NAME]
+    assert [o.name for o in session.get_outputs()] == [onnx_export.OUTPUT_NAME]
     x = inputs(256, 9) * 3
     with torch.no_grad():
         reference = qat(x).numpy()
-    ours = quantization.run_onnx(path, x.numpy())  # batch 256 from a batch-1 example: dynamic batch axis
+    ours = onnx_export.run_onnx(path, x.numpy())  # batch 256 from a batch-1 example: dynamic batch axis
     agreement = compare(reference, ours, quantized=True)
     assert agreement.correct and agreement.decisive > 200, agreement
     assert agreement.median_difference < 0.02, agreement
@@ -83,12 +84,12 @@ def test_the_ranges_come_from_the_quantizers(tmp_path: Path) -> None:
     with torch.no_grad():
         reference = model(x).numpy()
     export_onnx_cpu(model, EXAMPLE, tmp_path / "right.onnx")
-    assert compare(reference, quantization.run_onnx(tmp_path / "right.onnx", x.numpy()), quantized=True).correct
+    assert compare(reference, onnx_export.run_onnx(tmp_path / "right.onnx", x.numpy()), quantized=True).correct
     for name, quantizer in quantization.quantizers(model.cnn):
         if name.endswith("input_quantizer"):
             quantizer.amax = quantizer.amax * 8
     export_onnx_cpu(model, EXAMPLE, tmp_path / "wrong.onnx")
-    wrong = compare(reference, quantization.run_onnx(tmp_path / "wrong.onnx", x.numpy()), quantized=True)
+    wrong = compare(reference, onnx_export.run_onnx(tmp_path / "wrong.onnx", x.numpy()), quantized=True)
     assert not wrong.correct, wrong
 
 
@@ -103,7 +104,7 @@ def test_the_kept_bands_gains_are_in_the_cpu_form(tmp_path: Path) -> None:
     nodes = [node.op_type for node in onnx.load(str(tmp_path / "gains.onnx")).graph.node]
     assert nodes[:2] == ["Gather", "Mul"]
     x = inputs(128, 6) * 3
-    ours = quantization.run_onnx(tmp_path / "gains.onnx", x.numpy())
+    ours = onnx_export.run_onnx(tmp_path / "gains.onnx", x.numpy())
     with torch.no_grad():
         assert compare(model(x).numpy(), ours, quantized=True).correct
         model.input_bands.gain = None  # the same network reading the rows unscaled
@@ -117,7 +118,7 @@ def test_a_bcresnet_or_linear_model_alone_exports_too(part: str, tmp_path: Path)
     x = inputs(128, 5) * 3
     with torch.no_grad():
         reference = model(x).numpy()
-    assert compare(reference, quantization.run_onnx(tmp_path / "part.onnx", x.numpy()), quantized=True).correct
+    assert compare(reference, onnx_export.run_onnx(tmp_path / "part.onnx", x.numpy()), quantized=True).correct
 
 
 def test_float_and_masked_models_and_missing_folders_are_refused(qat: nn.Module, tmp_path: Path) -> None:

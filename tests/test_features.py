@@ -11,7 +11,8 @@ import scipy.stats
 import torch
 
 from asc.data.audio import AudioIssues, load_clip
-from asc.data.features import FeatureSettings, LogMel, moments
+from asc.data.features import FeatureSettings, LogMel
+from asc.models.moments import moments
 from tests.helpers import write_tone
 
 #: Largest difference allowed between our log-mel and librosa's, in natural-log units (float32 STFTs).
@@ -103,7 +104,8 @@ def test_mel_log_gains_approximate_convolving_the_waveform() -> None:
     """A device response applied as per-band log gains on the log-mel, against convolving the waveform."""
     from scipy.signal import fftconvolve
 
-    from asc.data.features import FeatureSettings, LogMel, mel_log_gains
+    from asc.data.features import FeatureSettings, LogMel
+    from asc.training.augmentations import mel_log_gains
 
     settings = FeatureSettings(n_mels=64)
     rng = np.random.default_rng(0)
@@ -126,7 +128,7 @@ def test_mel_log_gains_approximate_convolving_the_waveform() -> None:
 
 
 def test_device_response_adds_a_zero_mean_band_gain_per_clip() -> None:
-    from asc.training.augment import device_response
+    from asc.training.augmentations import device_response
 
     x = torch.randn(32, 1, 8, 5)
     gains = torch.randn(3, 8) + 5.0

@@ -17,11 +17,11 @@ import yaml
 
 from asc import checkpoint_bands, checkpoint_features, load_model
 from asc.cli.main import main
+from asc.compress.checkpoint import ASC_KEY
 from asc.compress.complexity import count_complexity
 from asc.data.features import FeatureSettings
 from asc.files import sha256_file
 from asc.models import BCResNet, MomentsLinear, Tandem
-from asc.training.checkpoints import ASC_KEY
 from tests.helpers import CONFIGS, layered, tandem_checkpoint, tiny_configs
 
 
@@ -124,7 +124,7 @@ def test_finished_checkpoints_work_anywhere(pipeline: Pipeline, tmp_path: Path, 
 def test_exported_onnx_takes_the_full_log_mel(pipeline: Pipeline, tmp_path: Path) -> None:
     """The band-selected network exports with the front end's 256 bands as input; onnxruntime and
     ``asc.load_model`` agree on full log-mels of the dataset."""
-    from asc.compress.quantization import run_onnx
+    from asc.compress.export.onnx import run_onnx
     from asc.data.datamodule import DCASEDataModule
 
     ckpt = pipeline.out / "feature_selection" / "checkpoints" / "last.ckpt"
@@ -304,7 +304,7 @@ def test_notebook_reads_the_reports(tmp_path: Path) -> None:
 
 def test_tensorrt_engine_needs_tensorrt_and_a_gpu(tmp_path: Path) -> None:
     """Without TensorRT (CPU machines: it is not on PyPI) ``--engine`` ends in one line naming what is missing."""
-    from asc.cli.export import build_engine
+    from asc.compress.export.tensorrt import build_engine
     from asc.errors import AscError
 
     try:
@@ -317,7 +317,7 @@ def test_tensorrt_engine_needs_tensorrt_and_a_gpu(tmp_path: Path) -> None:
         with pytest.raises(AscError, match=r"--engine: TensorRT needs a CUDA GPU"):
             build_engine(tmp_path / "model.onnx", tmp_path / "model.plan", 192, 34)
         return
-    from asc.compress.quantization import export_onnx
+    from asc.compress.export.onnx import export_onnx
 
     model = Tandem(MomentsLinear(64), BCResNet(n_bands=64, width=1), zero_init=False).eval()
     export_onnx(model, torch.zeros(1, 1, 64, 34), tmp_path / "model.onnx")

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from asc.compress import quantization
+from asc.compress import qat
+from asc.compress.export import onnx as onnx_export
 from asc.errors import AscError
 from asc.models import MomentsLinear
 from tests.helpers import MAX_LOGIT_DIFF, MEAN_LOGIT_DIFF, MIN_AGREEMENT, N_BANDS, N_FRAMES, calibrate, inputs, tandem
@@ -20,14 +21,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_quantizers_on_every_conv_and_linear_and_not_on_batchnorm_or_pooling() -> None:
     model = tandem()
-    assert not quantization.is_quantized(model)
+    assert not qat.is_quantized(model)
     running_mean = model.cnn.input_bn.running_mean.clone()
     model.train()
     assert calibrate(model) is model
     assert model.training, "quantize restores the train/eval mode"
     assert torch.equal(model.cnn.input_bn.running_mean, running_mean), "calibration must not update BN statistics"
-    assert quantization.is_quantized(model)
-    names = {name for name, _ in quantization.quantizers(model)}
+    assert qat.is_quantized(model)
+    names = {name for name, _ in qat.quantizers(model)}
     layers = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
     assert len(layers) == 1 + 1 + 10 * 3 + 4 + 1  # classifier, input conv, 3 per block, 4 transitions, head
     assert names == {f"{name}.{kind}_quantizer" for name, _ in layers for kind in ("weight", "input")}
@@ -39,18 +40,18 @@ def test_quantizers_on_every_conv_and_linear_and_not_on_batchnorm_or_pooling() -
     for name, m in model.named_modules():
         if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d | nn.MaxPool2d):
             assert not any(q.is_enabled for q in m.children() if hasattr(q, "is_enabled")), name
-    quantization.check_calibrated(model)
+    qat.check_calibrated(model)
 
 
 @pytest.mark.parametrize("method", ["max", "percentile"])
 def test_calibration_gives_finite_positive_ranges(method: str) -> None:
     model = calibrate(tandem(), method)
-    quantization.check_calibrated(model)
-    for name, q in quantization.quantizers(model):
+    qat.check_calibrated(model)
+    for name, q in qat.quantizers(model):
         assert torch.isfinite(q.amax).all() and (q.amax > 0).all(), name
     reference = calibrate(tandem(), "max")
-    ranges = {name: q.amax for name, q in quantization.quantizers(reference)}
-    clipped = [name for name, q in quantization.quantizers(model) if name.endswith("input_quantizer")
+    ranges = {name: q.amax for name, q in qat.quantizers(reference)}
+    clipped = [name for name, q in qat.quantizers(model) if name.endswith("input_quantizer")
                and not torch.equal(q.amax, ranges[name])]
     assert bool(clipped) == (method == "percentile"), "percentile changes activation ranges only"
     with torch.no_grad():
@@ -61,19 +62,19 @@ def test_entropy_calibration_runs_on_the_linear_model() -> None:
     """Entropy's search is slow (seconds per quantizer), so it is checked on the one-layer model."""
     model = MomentsLinear(N_BANDS).eval()
     calibrate(model, "entropy")
-    quantization.check_calibrated(model)
-    assert len(quantization.quantizers(model)) == 2
+    qat.check_calibrated(model)
+    assert len(qat.quantizers(model)) == 2
 
 
 def test_unknown_method_and_uncalibrated_quantizers_are_refused() -> None:
     with pytest.raises(AscError, match=r"model\.calibration: 'mse' is not one of max, percentile, entropy"):
         calibrate(tandem(), "mse")
     with pytest.raises(AscError, match="not quantized"):
-        quantization.check_calibrated(tandem())
+        qat.check_calibrated(tandem())
     model = calibrate(tandem())
     model.cnn.head.input_quantizer.amax = torch.tensor(math.nan)
     with pytest.raises(AscError, match=r"cnn\.head\.input_quantizer"):
-        quantization.check_calibrated(model)
+        qat.check_calibrated(model)
 
 
 def test_qat_steps_change_weights_and_keep_outputs_finite() -> None:
@@ -97,12 +98,12 @@ def test_qat_steps_change_weights_and_keep_outputs_finite() -> None:
 def test_checkpoint_round_trip_reproduces_outputs_exactly(tmp_path: Path) -> None:
     model = calibrate(tandem()).eval()
     path = tmp_path / "qat.ckpt"
-    torch.save({"state_dict": model.state_dict(), "modelopt_state": quantization.modelopt_state(model)}, path)
+    torch.save({"state_dict": model.state_dict(), "modelopt_state": qat.modelopt_state(model)}, path)
     checkpoint = torch.load(path, weights_only=True)
     restored = tandem(seed=1)  # other weights: everything must come from the checkpoint
-    assert quantization.restore(restored, checkpoint["modelopt_state"]) is restored
+    assert qat.restore(restored, checkpoint["modelopt_state"]) is restored
     restored.load_state_dict(checkpoint["state_dict"])
-    quantization.check_calibrated(restored)
+    qat.check_calibrated(restored)
     x = inputs(32, 4)
     with torch.no_grad():
         assert torch.equal(model(x), restored.eval()(x))
@@ -111,14 +112,14 @@ def test_checkpoint_round_trip_reproduces_outputs_exactly(tmp_path: Path) -> Non
 def test_quantized_onnx_holds_symmetric_int8_qdq_and_matches_pytorch(tmp_path: Path) -> None:
     model = calibrate(tandem()).eval()
     path = tmp_path / "model.onnx"
-    quantization.export_onnx(model, torch.zeros(1, 1, N_BANDS, N_FRAMES), path)
-    summary = quantization.onnx_qdq_summary(path)
-    active = quantization.quantizers(model)
+    onnx_export.export_onnx(model, torch.zeros(1, 1, N_BANDS, N_FRAMES), path)
+    summary = onnx_export.onnx_qdq_summary(path)
+    active = qat.quantizers(model)
     weights = sum(name.endswith("weight_quantizer") for name, _ in active)
     assert summary == {"quantize_linear": len(active), "dequantize_linear": len(active), "zero_points_int8_zero": True,
                        "per_channel": weights, "per_tensor": len(active) - weights}
     x = inputs(256, 5) * 2
-    ours = quantization.run_onnx(path, x.numpy())  # batch 256 from a batch-1 export: dynamic batch axis
+    ours = onnx_export.run_onnx(path, x.numpy())  # batch 256 from a batch-1 export: dynamic batch axis
     with torch.no_grad():
         reference = model(x).numpy()
     difference = np.abs(ours - reference)
@@ -130,20 +131,20 @@ def test_quantized_onnx_holds_symmetric_int8_qdq_and_matches_pytorch(tmp_path: P
 def test_float_onnx_has_no_qdq_and_run_onnx_checks_the_shape(tmp_path: Path) -> None:
     model = tandem()
     path = tmp_path / "float.onnx"
-    quantization.export_onnx(model.train(), torch.zeros(2, 1, N_BANDS, N_FRAMES), path)
+    onnx_export.export_onnx(model.train(), torch.zeros(2, 1, N_BANDS, N_FRAMES), path)
     assert model.training, "export restores the train/eval mode"
-    summary = quantization.onnx_qdq_summary(path)
+    summary = onnx_export.onnx_qdq_summary(path)
     assert summary["quantize_linear"] == summary["dequantize_linear"] == summary["per_channel"] == 0
     x = inputs(8, 6)
     with torch.no_grad():
-        np.testing.assert_allclose(quantization.run_onnx(path, x.numpy()), model.eval()(x).numpy(), atol=1e-4)
+        np.testing.assert_allclose(onnx_export.run_onnx(path, x.numpy()), model.eval()(x).numpy(), atol=1e-4)
     wrong = r"float\.onnx: input of shape \(8, 1, 32, 34\) does not fit the model's input \(batch, 1, 64, 34\)"
     with pytest.raises(AscError, match=wrong):
-        quantization.run_onnx(path, x[:, :, :32].numpy())
+        onnx_export.run_onnx(path, x[:, :, :32].numpy())
     with pytest.raises(AscError, match=r"\(8, 64, 34\)"):
-        quantization.run_onnx(path, x[:, 0].numpy())
+        onnx_export.run_onnx(path, x[:, 0].numpy())
     with pytest.raises(AscError, match="missing"):
-        quantization.export_onnx(model, x[:1], tmp_path / "missing" / "model.onnx")
+        onnx_export.export_onnx(model, x[:1], tmp_path / "missing" / "model.onnx")
 
 
 def test_export_gate_ignores_near_ties_and_catches_a_wrong_scale(tmp_path: Path) -> None:
@@ -152,15 +153,15 @@ def test_export_gate_ignores_near_ties_and_catches_a_wrong_scale(tmp_path: Path)
     import onnx
     from onnx import numpy_helper
 
-    from asc.cli.export import compare
+    from asc.compress.export.verify import compare
 
     model = calibrate(tandem()).eval()
     path = tmp_path / "model.onnx"
-    quantization.export_onnx(model, torch.zeros(1, 1, N_BANDS, N_FRAMES), path)
+    onnx_export.export_onnx(model, torch.zeros(1, 1, N_BANDS, N_FRAMES), path)
     x = inputs(256, 9) * 3
     with torch.no_grad():
         reference = model(x).numpy()
-    good = compare(reference, quantization.run_onnx(path, x.numpy()), quantized=True)
+    good = compare(reference, onnx_export.run_onnx(path, x.numpy()), quantized=True)
     assert good.correct and good.decisive > 0, good
 
     # A near-tie flipped by rounding does not fail a correct export.
@@ -176,5 +177,5 @@ def test_export_gate_ignores_near_ties_and_catches_a_wrong_scale(tmp_path: Path)
     tensor = next(c.attribute[0].t for c in constants if numpy_helper.to_array(c.attribute[0].t).size == 1)
     tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) * 16, tensor.name))  # one activation scale
     onnx.save(graph, str(tmp_path / "broken.onnx"))
-    broken = compare(reference, quantization.run_onnx(tmp_path / "broken.onnx", x.numpy()), quantized=True)
+    broken = compare(reference, onnx_export.run_onnx(tmp_path / "broken.onnx", x.numpy()), quantized=True)
     assert not broken.correct, broken

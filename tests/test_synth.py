@@ -392,8 +392,8 @@ def test_synth_writes_impulse_responses_of_other_microphones(tiny: tuple[Path, d
     through the mel filterbank they colour the bands by several dB, each differently."""
     import soundfile
 
-    from asc.data.audio import load_impulse_responses
-    from asc.data.features import FeatureSettings, mel_log_gains
+    from asc.data.features import FeatureSettings
+    from asc.training.augmentations import load_impulse_responses, mel_log_gains
 
     folder = tiny[0] / synth.IMPULSE_RESPONSE_DIR
     names, responses = load_impulse_responses(folder, 44_100)

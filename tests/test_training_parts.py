@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from asc.data.layout import DEVICES
-from asc.training.augment import frequency_mask, mixup, random_roll
-from asc.training.callbacks import Annealing, Warmup
+from asc.training.augmentations import frequency_mask, mixup, random_roll
 from asc.training.metrics import SceneMetrics
+from asc.training.schedule import Annealing, Warmup
 
 
 def test_random_roll_shifts_each_clip_circularly_within_the_limit() -> None:
@@ -82,7 +82,7 @@ def test_per_device_metrics_match_a_hand_computed_example() -> None:
 
 
 def test_freq_mixstyle_mixes_per_band_statistics_with_a_partner() -> None:
-    from asc.training.augment import freq_mixstyle
+    from asc.training.augmentations import freq_mixstyle
 
     torch.manual_seed(4)
     x = torch.randn(16, 1, 8, 50) * (torch.rand(16, 1, 8, 1) * 3 + 0.5) + torch.randn(16, 1, 8, 1) * 5
@@ -105,7 +105,7 @@ def test_freq_mixstyle_mixes_per_band_statistics_with_a_partner() -> None:
 def test_cumulative_l1_zeroes_weights_whose_gradients_only_jitter() -> None:
     """With noisy mini-batch gradients a plain proximal step keeps reviving unused weights; the cumulative
     penalty (Tsuruoka et al., 2009) holds them at zero, and keeps weights whose gradient is consistent."""
-    from asc.training.stages import cumulative_l1_step
+    from asc.training.linear import cumulative_l1_step
 
     generator = torch.Generator().manual_seed(0)
     lr, lam = 0.01, 0.3

@@ -13,12 +13,12 @@ from typing import Any
 
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-from asc.data.audio import beside_data
 from asc.data.datamodule import DCASEDataModule, data_root
+from asc.data.layout import beside_data
 from asc.errors import AscError
 from asc.files import ensure_folder
-from asc.training.modules import SceneModule
-from asc.training.reports import SubmissionWriter
+from asc.training.stage import SceneModule
+from asc.training.submission import SubmissionWriter
 
 
 class LogConfigCallback(SaveConfigCallback):
@@ -112,7 +112,7 @@ class AscCLI(LightningCLI):
         """The trainer, writing checkpoints whole or not at all (``AtomicCheckpointIO``)."""
         from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-        from asc.training.checkpoints import AtomicCheckpointIO
+        from asc.training.checkpoint_io import AtomicCheckpointIO
 
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # a user's own plugin is left alone
@@ -161,8 +161,8 @@ class AscCLI(LightningCLI):
     def check_front_end(self, config: Any, subcommand: str | None) -> None:
         """Before any data is read: ``--ckpt_path``'s and ``model.init_ckpt``'s front end must be the one
         ``data.features`` describes (the stage reads its init checkpoint once, at fit start)."""
+        from asc.compress.checkpoint import check_features, read_checkpoint, saved_features
         from asc.data.features import FeatureSettings
-        from asc.training.checkpoints import check_features, read_checkpoint, saved_features
 
         given = FeatureSettings.from_dict(dict(config.data.features))
         if self.checkpoint_defaults:
@@ -199,7 +199,7 @@ def checkpoint_defaults(args: list[str]) -> dict[str, Any]:
         return {}
     if path.endswith(".onnx"):
         return onnx_defaults(Path(path))
-    from asc.training.checkpoints import ASC_KEY, read_checkpoint, saved_features
+    from asc.compress.checkpoint import ASC_KEY, read_checkpoint, saved_features
 
     checkpoint = read_checkpoint(path)
     model = {key: value for key, value in checkpoint.get("hyper_parameters", {}).items() if not key.startswith("_")}

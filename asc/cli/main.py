@@ -42,7 +42,7 @@ def route_exported(args: list[str]) -> list[str]:
             continue
         if value.endswith(".onnx"):
             rest = args[:position] + args[position + span:]
-            return [*rest, "--model=asc.training.qat_stage.OnnxModel", f"--model.onnx_path={value}"]
+            return [*rest, "--model=asc.training.exported.OnnxModel", f"--model.onnx_path={value}"]
     return args
 
 

@@ -6,8 +6,8 @@ import argparse
 import json
 from collections.abc import Sequence
 
+from asc.compress.checkpoint import ASC_KEY, read_checkpoint, saved_features
 from asc.compress.complexity import count_complexity
-from asc.training.checkpoints import ASC_KEY, read_checkpoint, saved_features
 
 
 def complexity(argv: Sequence[str]) -> int:
@@ -17,7 +17,7 @@ def complexity(argv: Sequence[str]) -> int:
     parser.add_argument("--frames", type=int, default=None, help="frames per clip (default: from its front end)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    from asc.api import model_from_checkpoint
+    from asc.compress.checkpoint import model_from_checkpoint
 
     checkpoint = read_checkpoint(args.ckpt_path)
     features = saved_features(checkpoint, args.ckpt_path)

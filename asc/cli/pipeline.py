@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from asc.cli.lightning_cli import STOP_KEYS, resolved_config, run
+from asc.compress.checkpoint import ASC_KEY, read_checkpoint
 from asc.data.layout import DEVICES
 from asc.errors import AscError
 from asc.files import atomic_write, sha256_file
-from asc.training.checkpoints import ASC_KEY, read_checkpoint
 from asc.training.distillation import TEACHER_STAGE
 from asc.training.reports import TEST_SPLIT, report_folder
 

@@ -17,12 +17,12 @@ this for the ADMM term alone (a weight the projection sets to zero, no task grad
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-Projection = Callable[[Sequence[Tensor]], list[Tensor]]
+from asc.compress.projection import Projection
 
 
 class ADMM:

@@ -14,22 +14,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from asc.compress.admm import Projection
 from asc.errors import AscError
-from asc.models.linear import MomentsLinear
+from asc.models.moments import MomentsLinear
 from asc.models.tandem import Tandem
-
-
-def top_c_projection(c: int) -> Projection:
-    """Π for card(w) ≤ C: keep the C entries of largest magnitude (ties broken by index), zero the rest."""
-
-    def project(tensors: Sequence[Tensor]) -> list[Tensor]:
-        (w,) = tensors
-        keep = torch.zeros_like(w, dtype=torch.bool)
-        keep[select_top(w, c)] = True
-        return [torch.where(keep, w, torch.zeros_like(w))]
-
-    return project
 
 
 def select_top(w: Tensor, c: int) -> Tensor:

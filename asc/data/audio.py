@@ -106,32 +106,5 @@ def fit_length(audio: np.ndarray, length: int) -> np.ndarray:
     return np.pad(audio, (0, length - audio.shape[0]))
 
 
-def beside_data(path: str | Path, root: str | Path | None) -> Path:
-    """A file or folder that comes with the data (device responses): an absolute path as it is, a relative one
-    in the data root, so a config names it once for any place the data lie."""
-    path = Path(path).expanduser()
-    return path if path.is_absolute() or root is None else Path(root) / path
 
 
-def load_impulse_responses(folder: Path, sample_rate: int) -> tuple[list[str], list[np.ndarray]]:
-    """Every ``*.wav`` of ``folder`` (sorted by name) as a mono response at ``sample_rate``: the device
-    impulse responses of the DIR augmentation (for the real set, MicIRP's 66 responses)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise AscError(f"model.device_irs: {folder}: folder not found")
-    paths = sorted(folder.glob("*.wav"))
-    if not paths:
-        raise AscError(f"model.device_irs: {folder}: no .wav impulse responses in it")
-    responses = []
-    for path in paths:
-        try:
-            audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-        except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
-            raise AscError(f"{path}: unreadable impulse response ({error})") from None
-        response = audio.mean(axis=1)
-        if response.size == 0 or not np.isfinite(response).all() or not np.abs(response).max() > 0:
-            raise AscError(f"{path}: an impulse response must hold finite, not all-zero samples")
-        if rate != sample_rate:
-            response = librosa.resample(response, orig_sr=rate, target_sr=sample_rate, res_type=RESAMPLE_TYPE)
-        responses.append(response)
-    return [path.name for path in paths], responses

@@ -7,6 +7,7 @@ per-device metrics cannot drift apart.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from asc.errors import AscError
 
@@ -89,3 +90,10 @@ def parse_clip_name(filename: str) -> ClipName:
     if device not in DEVICES:
         raise AscError(f"{filename!r} has unknown device suffix {device!r} (expected one of {', '.join(DEVICES)})")
     return ClipName(scene, city, location, segment, slice_, device)
+
+
+def beside_data(path: str | Path, root: str | Path | None) -> Path:
+    """A file or folder that comes with the data (device responses): an absolute path as it is, a relative one
+    in the data root, so a config names it once for any place the data lie."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() or root is None else Path(root) / path

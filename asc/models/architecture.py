@@ -16,7 +16,7 @@ from asc.errors import AscError
 from asc.models.bcresnet import BCResNet
 from asc.models.cpmobile import CPMobile
 from asc.models.ensemble import Ensemble
-from asc.models.linear import MomentsLinear
+from asc.models.moments import MomentsLinear
 from asc.models.tandem import Tandem
 
 

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from asc.errors import AscError
+from asc.models.resnorm import ResNorm
+from asc.models.subspectralnorm import SubSpectralNorm
 
 #: Blocks per stage (the first of each is a transition block) and the temporal dilation of each stage.
 STAGE_BLOCKS: tuple[int, ...] = (2, 2, 3, 3)
@@ -30,65 +31,6 @@ def default_widths(width: float) -> list[int]:
     """``[input conv, stage 1..4]`` channels for a width multiplier: c = 10 × width (Mod-8: c = 80)."""
     c = 10 * width
     return [round(2 * c)] + [round(factor * c) for factor in STAGE_WIDTH_FACTORS]
-
-
-class ResNorm(nn.Module):
-    """Residual normalization: λ·x + instance norm over channels and time, per frequency bin.
-
-    Removes device-specific spectral colouring while the λ·x path keeps the absolute level.
-    """
-
-    def __init__(self, lam: float = 0.1, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.lam = lam
-        self.eps = eps
-        # Set only while channels are masked (structured pruning): statistics then cover the active
-        # channels alone, so the masked network computes exactly what the physically pruned one does.
-        self.register_buffer("channel_mask", None, persistent=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.channel_mask is None:
-            # The exported graph keeps plain ReduceMean/Sub/Div (TensorRT fuses them; the CPU int8 form
-            # is built on them); group_norm's exporter needs a constant group count.
-            exporting = torch.onnx.is_in_onnx_export()
-            return self.lam * x + (self.formula_norm(x) if exporting else self.instance_norm(x))
-        mask = self.channel_mask.view(1, -1, 1, 1).to(x.dtype)
-        count = mask.sum() * x.shape[3]
-        mean = (x * mask).sum(dim=(1, 3), keepdim=True) / count
-        var = ((x - mean) * mask).square().sum(dim=(1, 3), keepdim=True) / count
-        return (self.lam * x + (x - mean) / (var + self.eps).sqrt()) * mask
-
-    def formula_norm(self, x: Tensor) -> Tensor:
-        """The same statistics as :meth:`instance_norm`, written as mean, var, subtract, divide."""
-        mean = x.mean(dim=(1, 3), keepdim=True)
-        var = x.var(dim=(1, 3), keepdim=True, unbiased=False)
-        return (x - mean) / (var + self.eps).sqrt()
-
-    def instance_norm(self, x: Tensor) -> Tensor:
-        """(x − mean) / std over channels and time, per example and frequency bin.
-
-        Computed as a group norm with one group per bin on the (batch, freq, channels·time) view: its
-        fused kernels run the forward and backward ~3x as fast on a CPU (`make bench`) as the same statistics
-        written with mean/var/div, which made ResNorm ~40 % of a Mod-8 training step.
-        """
-        batch, channels, freq, time = x.shape
-        per_bin = x.transpose(1, 2).reshape(batch, freq, channels * time)
-        normed = F.group_norm(per_bin, freq, eps=self.eps)
-        return normed.reshape(batch, freq, channels, time).transpose(1, 2)
-
-
-class SubSpectralNorm(nn.Module):
-    """Batch norm with separate statistics for ``sub_bands`` frequency sub-bands of each channel."""
-
-    def __init__(self, channels: int, sub_bands: int) -> None:
-        super().__init__()
-        self.sub_bands = sub_bands
-        self.bn = nn.BatchNorm2d(channels * sub_bands)
-
-    def forward(self, x: Tensor) -> Tensor:
-        batch, channels, freq, time = x.shape
-        x = self.bn(x.reshape(batch, channels * self.sub_bands, freq // self.sub_bands, time))
-        return x.reshape(batch, channels, freq, time)
 
 
 class BCBlock(nn.Module):

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from asc.models.bands import BandSelection
+from asc.models.band_selection import BandSelection
 from asc.models.bcresnet import BCResNet
-from asc.models.linear import MomentsLinear
+from asc.models.moments import MomentsLinear
 
 
 class Tandem(nn.Module):

@@ -129,8 +129,7 @@ def build_teacher(sources: Sequence[str], stage: Any) -> Teacher:
     with the stage's training clips)."""
     import copy
 
-    from asc.api import model_from_checkpoint
-    from asc.training.checkpoints import check_features, read_checkpoint, saved_features
+    from asc.compress.checkpoint import check_features, model_from_checkpoint, read_checkpoint, saved_features
 
     files = [source for source in sources if Path(source).suffix.lower() in (".tsv", ".csv", ".txt")]
     if files:
@@ -158,15 +157,15 @@ def build_teacher(sources: Sequence[str], stage: Any) -> Teacher:
 def saved_teacher(checkpoint: dict[str, Any]) -> list[nn.Module]:
     """Untrained networks of the teacher a checkpoint records (its weights are under ``teacher.networks.N.``):
     what a resumed fit and ``inherit`` rebuild before loading them."""
+    from asc.compress.checkpoint import ASC_KEY
     from asc.models.architecture import build
-    from asc.training.checkpoints import ASC_KEY
 
     return [build(description) for description in checkpoint[ASC_KEY].get("teacher") or []]
 
 
 def inherited_teacher(init_ckpt: str | None) -> list[nn.Module]:
     """The frozen teacher networks, weights included, that the checkpoint ``init_ckpt`` learnt from."""
-    from asc.training.checkpoints import model_state, read_checkpoint
+    from asc.compress.checkpoint import model_state, read_checkpoint
 
     if not init_ckpt:
         raise AscError(f"model.teacher: {INHERIT} takes the teacher of model.init_ckpt, which is not set")

@@ -3,56 +3,16 @@ confusion matrix as PNG and CSV), the challenge's submission CSV, and console li
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback
-from lightning.pytorch.utilities import rank_zero_only
 
 from asc.data.layout import DEVICES, SCENES
 from asc.errors import AscError
-from asc.files import atomic_path, atomic_write, sha256_file
-
-
-@rank_zero_only
-def say(message: str) -> None:
-    """A console line for the user, printed by the first process only (one line, not one per GPU)."""
-    print(message, flush=True)
-
-
-class EpochLine(Callback):
-    """One console line per training epoch, so a long fit without a progress bar (a log file, CI, a batch
-    job) shows where it is: ``epoch 3/20: train loss 1.234, val accuracy 45.67 %, 12.3 s``."""
-
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-        self.started = 0.0
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.losses, self.started = [], time.monotonic()
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None:
-            self.losses.append(float(loss))
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
-        if self.losses:
-            parts.append(f"train loss {sum(self.losses) / len(self.losses):.4f}")
-        accuracy = trainer.callback_metrics.get("val/accuracy")
-        if accuracy is not None:
-            parts.append(f"val accuracy {100 * float(accuracy):.2f} %")
-        say(": ".join([parts[0], ", ".join([*parts[1:], f"{time.monotonic() - self.started:.1f} s"])]))
-
+from asc.files import atomic_path, atomic_write, csv_text, sha256_file
+from asc.training.console import say
 
 #: The split a run's test report is of (the report tests on fold 1's evaluate split); the reports of other
 #: splits go to folders of their own (``test-<split>``), so that one never replaces the other.
@@ -127,63 +87,14 @@ def write_fit_metrics(trainer: L.Trainer) -> Path:
     return atomic_write(path, json.dumps(record, indent=2, sort_keys=True))
 
 
-class SubmissionWriter(BasePredictionWriter):
-    """``asc predict`` writes the challenge's submission CSV into ``trainer.default_root_dir``:
-    ``filename``, ``scene_label`` and one probability per class, tab-separated, one row per clip.
-
-    Args:
-        filename: name of the CSV in the run folder.
-    """
-
-    def __init__(self, filename: str = "submission.csv") -> None:
-        super().__init__(write_interval="epoch")
-        self.filename = filename
-        self.path: Path | None = None
-
-    def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Sequence[Any],
-                           batch_indices: Sequence[Any]) -> None:
-        outputs = [batch for batches in _per_dataloader(predictions) for batch in batches]
-        index = torch.cat([batch["index"].cpu() for batch in outputs])
-        probabilities = torch.cat([batch["probabilities"].cpu() for batch in outputs])
-        index, probabilities = _gather(index, probabilities)
-        if trainer.is_global_zero:
-            self.path = Path(trainer.default_root_dir) / self.filename
-            records = trainer.datamodule.datasets["predict"].records
-            write_submission(self.path, [r.filename for r in records], index, probabilities)
 
 
-def _gather(index: torch.Tensor, probabilities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every process's predictions on every process (their clip counts may differ: no padding duplicates)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return index, probabilities
-    parts: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, (index, probabilities))
-    return torch.cat([part[0] for part in parts]), torch.cat([part[1] for part in parts])
 
 
-def _per_dataloader(predictions: Sequence[Any]) -> list[Sequence[Any]]:
-    """Lightning nests epoch predictions by dataloader only when there are several."""
-    return list(predictions) if predictions and isinstance(predictions[0], list) else [predictions]
 
 
-def write_submission(path: Path, filenames: Sequence[str], index: torch.Tensor, probabilities: torch.Tensor) -> None:
-    """One row per clip (each once, in the order of ``filenames``), as the challenge's evaluation expects."""
-    rows = dict(zip(index.tolist(), probabilities.tolist(), strict=True))
-    lines = [["filename", "scene_label", *SCENES]]
-    for row in sorted(rows):
-        probs = rows[row]
-        lines.append([Path(filenames[row]).name, SCENES[max(range(len(probs)), key=probs.__getitem__)],
-                      *(f"{p:.6f}" for p in probs)])
-    atomic_write(path, _csv_text(lines, delimiter="\t"))
 
 
-def _csv_text(rows: Sequence[Sequence[Any]], delimiter: str = ",") -> str:
-    """CSV rows as one string (written whole by ``atomic_write``)."""
-    buffer = io.StringIO()
-    csv.writer(buffer, delimiter=delimiter, lineterminator="\n").writerows(rows)
-    return buffer.getvalue()
 
 
 def _percent(value: float | None) -> str:
@@ -210,7 +121,7 @@ def write_report(folder: Path, name: str, summary: dict[str, Any], complexity: d
     }
     header = ["model", *[d.upper() for d in DEVICES], "Overall"]
     row = [name, *table_row(summary)]
-    atomic_write(folder / "per_device.csv", _csv_text([header, row]))
+    atomic_write(folder / "per_device.csv", csv_text([header, row]))
     markdown = [
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -222,7 +133,7 @@ def write_report(folder: Path, name: str, summary: dict[str, Any], complexity: d
     atomic_write(folder / "per_device.md", "\n".join(markdown) + "\n")
     confusion = [["true \\ predicted", *SCENES],
                  *([scene, *counts] for scene, counts in zip(SCENES, summary["confusion"], strict=True))]
-    atomic_write(folder / "confusion.csv", _csv_text(confusion))
+    atomic_write(folder / "confusion.csv", csv_text(confusion))
     title = f"{name}: accuracy {_percent(summary['accuracy'])} %"
     plot_confusion(summary["confusion"], folder / "confusion.png", title=title)
     return atomic_write(folder / "metrics.json", json.dumps(metrics, indent=2))

@@ -1,5 +1,5 @@
-"""The project's checkpoints: reading them with one clear line for a file that is not one of them, and
-the contract a checkpoint states (its network's architecture and the front end it was trained on).
+"""The checkpoint format: reading a checkpoint with one clear line for a file that is not one of them, the
+contract it states (its network's architecture and the front end it was trained on) and its network.
 
 A checkpoint holds, under ``checkpoint["asc"]``: ``architecture`` (rebuilds the network, band
 selection included), ``features`` (the log-mel settings it was trained on), ``stage`` (the
@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from torch import nn
 
 from asc.data.features import FeatureSettings
 from asc.errors import AscError
-from asc.files import atomic_path
+from asc.models.architecture import build
 
 ASC_KEY = "asc"
 
@@ -98,11 +97,12 @@ def network_checkpoint(model: nn.Module, features: FeatureSettings, **extra: Any
             "state_dict": {f"model.{key}": value for key, value in model.state_dict().items()}}
 
 
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, made whole-or-nothing: a checkpoint goes to a temporary file that is
-    renamed over its name only once written, so a full disk leaves the last good ``last.ckpt`` in place
-    (and no truncated file a resume would trust), and the failure is one line naming the path."""
+def model_from_checkpoint(checkpoint: dict) -> nn.Module:
+    """The network of an already loaded checkpoint (callers that also need its metadata read it once)."""
+    model = build(checkpoint[ASC_KEY]["architecture"])
+    if "modelopt_state" in checkpoint:  # a QAT checkpoint: re-insert the quantizers before the weights
+        from asc.compress.qat import restore
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
-        with atomic_path(path, "cannot write the checkpoint") as partial:
-            super().save_checkpoint(checkpoint, partial, storage_options)
+        restore(model, checkpoint["modelopt_state"])
+    model.load_state_dict(model_state(checkpoint))
+    return model.eval()

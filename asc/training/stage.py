@@ -20,23 +20,22 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
-from asc.api import model_from_checkpoint
+from asc.compress.checkpoint import ASC_KEY, check_features, model_from_checkpoint, read_checkpoint, saved_features
 from asc.compress.complexity import Complexity, count_complexity
-from asc.data.audio import beside_data, load_impulse_responses
 from asc.data.datamodule import derived_seed
-from asc.data.features import FeatureSettings, mel_log_gains
+from asc.data.features import FeatureSettings
+from asc.data.layout import beside_data
 from asc.errors import AscError
 from asc.files import sha256_file
 from asc.models.architecture import build, describe
-from asc.training.augment import device_response, freq_mixstyle, frequency_mask, mixup, random_roll
-from asc.training.checkpoints import ASC_KEY, check_features, read_checkpoint, saved_features
+from asc.training.augmentations import Augmentations, mixup
+from asc.training.console import say
 from asc.training.distillation import INIT, Teacher, build_teacher, kd_loss, saved_teacher
 from asc.training.metrics import SceneMetrics, scalar_logs
 from asc.training.reports import (
     claim_report_folder,
     log_report_to_wandb,
     report_folder,
-    say,
     trainer_measurement,
     write_fit_metrics,
     write_report,
@@ -106,20 +105,15 @@ class SceneModule(L.LightningModule):
         # too, so a stage built directly in Python has all its hyperparameters, defaults included. The
         # features travel in the checkpoint's contract instead (plain values, one owner: data.features).
         self.save_hyperparameters(ignore=["features"])
-        if not 0 <= freq_mixstyle_p <= 1 or freq_mixstyle_alpha <= 0:
-            raise AscError(f"model.freq_mixstyle_p ({freq_mixstyle_p}) must be in [0, 1] and model.freq_mixstyle_alpha "
-                           f"({freq_mixstyle_alpha}) positive")
+        self.augmentations = Augmentations(roll, freq_mask, freq_mixstyle_p, freq_mixstyle_alpha, device_ir_p)
         if optimizer not in OPTIMIZERS:
             raise AscError(f"model.optimizer: {optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-        if not 0 <= device_ir_p <= 1:
-            raise AscError(f"model.device_ir_p: {device_ir_p} must be in [0, 1]")
         if not 0 <= kd_lambda <= 1 or kd_temperature <= 0:
             raise AscError(f"model.kd_lambda ({kd_lambda}) must be in [0, 1] and model.kd_temperature "
                            f"({kd_temperature}) positive")
         self.features = features
         self.model: nn.Module | None = None
         self.teacher: Teacher | None = None
-        self.register_buffer("ir_gains", None, persistent=False)
         self.history: list[dict[str, Any]] = []  # what compression did so far, carried from stage to stage
         self.started_from: str | None = None
         self.start: dict[str, str] | None = None  # the checkpoint this fit started from: path and content hash
@@ -184,10 +178,10 @@ class SceneModule(L.LightningModule):
             check_features(self.features, data.features, f"{type(self).__name__} (model.features)")
         if stage == "fit":
             self.check_callbacks(self.trainer.callbacks)
-            if self.hparams.get("device_irs") and self.ir_gains is None:
+            if self.hparams.get("device_irs"):
                 folder = beside_data(self.hparams.device_irs, getattr(data, "root", None))
-                _names, responses = load_impulse_responses(folder, self.features.sample_rate)
-                self.ir_gains = mel_log_gains(responses, self.features).to(self.device)
+                self.augmentations.load_device_responses(folder, self.features)
+                self.augmentations.to(self.device)
 
     def check_callbacks(self, callbacks: list[Callback]) -> None:
         """Refuse, before any training, a fit without a callback this stage needs (ADMM phases, QAT)."""
@@ -214,18 +208,8 @@ class SceneModule(L.LightningModule):
         self.model = model_from_checkpoint(checkpoint).train()
 
     # -------------------------------------------------------------- training
-    def augment(self, x: Tensor) -> Tensor:
-        hp = self.hparams
-        x = device_response(x, self.ir_gains, hp.get("device_ir_p", 0.0))
-        if hp.roll > 0:
-            x = random_roll(x, hp.roll)
-        x = freq_mixstyle(x, hp.freq_mixstyle_p, hp.freq_mixstyle_alpha)
-        if hp.freq_mask > 0:
-            x = frequency_mask(x, hp.freq_mask)
-        return x
-
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        x, label = self.augment(batch["x"]), batch["label"]
+        x, label = self.augmentations(batch["x"]), batch["label"]
         partner = lam = None
         if self.hparams.mixup_alpha > 0:
             x, partner, lam = mixup(x, self.hparams.mixup_alpha)
@@ -384,12 +368,3 @@ class SceneModule(L.LightningModule):
 def _mean(losses: list[Tensor]) -> Tensor:
     """The mean of the losses (one loss: itself, computed exactly as before ensembles existed)."""
     return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
-
-
-def __getattr__(name: str) -> Any:
-    """Checkpoints and configs written before the two first stages moved to ``asc.training.stages``."""
-    if name in ("LinearStage", "TandemStage"):
-        from asc.training import stages
-
-        return getattr(stages, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,10 +1,30 @@
-"""The report's linear model: one linear layer on the global moments of the log-mel (§2.1)."""
+"""The report's moments (§3.2) and its linear model on them (§2.1): global statistics of each log-mel band over time,
+and one linear layer on them."""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
-from asc.data.features import MOMENT_NAMES, moments
+MOMENT_NAMES: tuple[str, ...] = ("mean", "variance", "skewness", "kurtosis", "hyperskewness")
+
+
+def moments(logmel: Tensor, eps: float = 1e-6) -> Tensor:
+    """Global moments of each band over time: ``(..., F, T)`` -> ``(..., 5 * F)``.
+
+    Mean, variance (biased), and the standardized 3rd, 4th and 5th moments (skewness, kurtosis in
+    Pearson's form, hyperskewness); order-major, so features ``k*F .. (k+1)*F`` hold moment k.
+    Temporal order is discarded, which is what the linear model of the report is built on.
+    """
+    mean = logmel.mean(dim=-1)
+    centred = logmel - mean.unsqueeze(-1)
+    variance = centred.square().mean(dim=-1)
+    std = (variance + eps).sqrt().unsqueeze(-1)
+    standard = centred / std
+    skewness = standard.pow(3).mean(dim=-1)
+    kurtosis = standard.pow(4).mean(dim=-1)
+    hyperskewness = standard.pow(5).mean(dim=-1)
+    return torch.cat([mean, variance, skewness, kurtosis, hyperskewness], dim=-1)
 
 
 class MomentsLinear(nn.Module):

@@ -1,97 +1,125 @@
-"""Callbacks of the recipe: warmup and annealing of the learning rate (§3.3), and the ADMM phases.
+"""LightningModules of the compression stages: ADMM feature selection and structured filter pruning.
 
-The learning-rate callbacks set the learning rate of every step from the fractional epoch, so a
-schedule written in epochs means the same for any dataset size. ``param_group`` restricts a callback
-to one named parameter group (the ADMM stage anneals the primal group and leaves the dual step fixed).
+Three phases, as in the report (§2.2, §2.3, §3.3): a pre-trained tandem comes in (``model.init_ckpt``);
+ADMM update epochs train the primal variables (the network, annealed learning rate) against
+ρ/2‖W − Z + U‖² while the duals take fixed-size ascent steps; then the hard constraint is applied and
+fixed — the bands or channels are removed physically — and the smaller network is fine-tuned. The
+``ADMMPhases`` callback drives the phases and owns the ADMM state (Z, U and the constraint's structure,
+saved with the callback's state); the stage says what is constrained (``constraint``) and how the
+constraint is applied (``compress``).
 """
 
 from __future__ import annotations
 
-import math
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
 
 from asc.compress.admm import ADMM, contraction
+from asc.compress.checkpoint import ASC_KEY
+from asc.compress.projection import Projection
 from asc.errors import AscError
-from asc.training.reports import say
+from asc.files import atomic_write
+from asc.training.console import say
+from asc.training.stage import SceneModule
 
-SHAPES = ("exponential", "cosine", "linear")
-
-
-def epoch_progress(trainer: L.Trainer, batch_idx: int) -> float:
-    """Fractional epoch at the start of batch ``batch_idx``."""
-    batches = trainer.num_training_batches
-    per_epoch = batches if isinstance(batches, int | float) and math.isfinite(batches) and batches > 0 else 1
-    return trainer.current_epoch + batch_idx / per_epoch
+Constraint = tuple[list[Tensor], Projection, dict[str, Any]]
 
 
-def set_lr(trainer: L.Trainer, lr: float, param_group: str | None) -> None:
-    for optimizer in trainer.optimizers:
-        for group in optimizer.param_groups:
-            if param_group is None or group.get("name") == param_group:
-                group["lr"] = lr
+class ADMMStage(SceneModule, ABC):
+    """Shared ADMM machinery. Subclasses define ``constraint()`` (the constrained tensors, their
+    projection and what a resumed run needs to rebuild it), ``compress()`` (apply the constraint
+    physically) and ``compression_details()``.
 
-
-class Warmup(Callback):
-    """Raise the learning rate linearly from ``start_lr`` to ``peak_lr`` during the first ``epochs``."""
-
-    def __init__(self, epochs: float = 3.0, peak_lr: float = 0.035, start_lr: float = 0.0,
-                 param_group: str | None = None) -> None:
-        if epochs <= 0:
-            raise AscError(f"Warmup.epochs: {epochs} must be positive")
-        self.epochs, self.peak_lr, self.start_lr, self.param_group = epochs, peak_lr, start_lr, param_group
-
-    def lr_at(self, epoch: float) -> float | None:
-        """The learning rate at a fractional epoch, or None once warmup is over."""
-        if epoch >= self.epochs:
-            return None
-        return self.start_lr + (self.peak_lr - self.start_lr) * epoch / self.epochs
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        lr = self.lr_at(epoch_progress(trainer, batch_idx))
-        if lr is not None:
-            set_lr(trainer, lr, self.param_group)
-
-
-class Annealing(Callback):
-    """Lower the learning rate from ``start_lr`` at ``start_epoch`` to ``final_lr`` at ``end_epoch``.
-
-    ``shape``: exponential (geometric, the default), cosine or linear. After ``end_epoch`` it stays
-    at ``final_lr``; ``end_epoch=None`` ends with training (``trainer.max_epochs``), so a stage's config
-    sets its length once. ``start_lr=None`` starts from the optimizer's own learning rate, so a sweep
-    over the module's learning rate needs no second key here.
+    Args:
+        primal_lr: initial learning rate of the network's parameters (annealed; report: 0.001 → 0.0001).
+        dual_lr: fixed step size of the dual ascent U ← U + η(W − Z).
+        rho: ρ of the augmented Lagrangian term.
+        update_every: training steps between Z/U updates.
+        warmup_steps: steps of the first update epoch that train without the ADMM term before Z = Π(W) is
+            first formed. Feature selection needs them: its mask starts at one for every band, so Π(W) at
+            step 0 is a tie that keeps the lowest bands, and a converging ADMM holds its first choice to the
+            end. A few steps of the task's gradient rank the bands first (which masks it pulls down).
     """
 
-    def __init__(self, start_epoch: float = 3.0, end_epoch: float | None = None, start_lr: float | None = 0.035,
-                 final_lr: float = 0.00035, shape: str = "exponential", param_group: str | None = None) -> None:
-        if shape not in SHAPES:
-            raise AscError(f"Annealing.shape: {shape!r} is not one of {', '.join(SHAPES)}")
-        if end_epoch is not None and end_epoch <= start_epoch:
-            raise AscError(f"Annealing.end_epoch: {end_epoch} must be after start_epoch {start_epoch}")
-        if (start_lr is not None and start_lr <= 0) or final_lr <= 0:
-            raise AscError("Annealing.start_lr and final_lr must be positive")
-        self.start_epoch, self.end_epoch = start_epoch, end_epoch
-        self.start_lr, self.final_lr, self.shape, self.param_group = start_lr, final_lr, shape, param_group
+    def __init__(
+        self,
+        primal_lr: float = 0.001,
+        dual_lr: float = 1.0,
+        rho: float = 1.0,
+        update_every: int = 16,
+        warmup_steps: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("lr", primal_lr)
+        super().__init__(**kwargs)
+        if update_every < 1:
+            raise AscError(f"model.update_every: {update_every} must be at least 1")
+        if warmup_steps < 0:
+            raise AscError(f"model.warmup_steps: {warmup_steps} must not be negative")
+        for key, value in (("rho", rho), ("dual_lr", dual_lr), ("primal_lr", primal_lr)):
+            if value <= 0:
+                raise AscError(f"model.{key}: {value} must be positive")
+        self.admm: ADMM | None = None  # the ADMMPhases callback's engine, during the update epochs
+        self.compressed = False
 
-    def lr_at(self, epoch: float, initial: float | None = None, end_epoch: float | None = None) -> float | None:
-        if epoch < self.start_epoch:
-            return None
-        start = self.start_lr if self.start_lr is not None else initial
-        end = self.end_epoch if self.end_epoch is not None else end_epoch
-        t = 1.0 if end <= self.start_epoch else min(1.0, (epoch - self.start_epoch) / (end - self.start_epoch))
-        if self.shape == "exponential":
-            return start * (self.final_lr / start) ** t
-        if self.shape == "cosine":
-            return self.final_lr + (start - self.final_lr) * 0.5 * (1 + math.cos(math.pi * t))
-        return start + (self.final_lr - start) * t
+    @property
+    def selectable(self) -> bool:
+        return self.compressed
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        lr = self.lr_at(epoch_progress(trainer, batch_idx), pl_module.hparams.get("lr"), trainer.max_epochs)
-        if lr is not None:
-            set_lr(trainer, lr, self.param_group)
+    def check_callbacks(self, callbacks: list[Callback]) -> None:
+        from asc.training.admm import ADMMPhases
+
+        if not any(isinstance(callback, ADMMPhases) for callback in callbacks):
+            raise AscError(f"trainer.callbacks: {type(self).__name__} needs asc.training.admm.ADMMPhases "
+                           f"(the ADMM update epochs and the phase change); add it to the config")
+
+    # ------------------------------------------------------------- phases
+    @abstractmethod
+    def constraint(self, resumed: dict[str, Any] | None) -> Constraint:
+        """(tensors, projection, state): ``state`` is what a resumed run passes back as ``resumed``."""
+
+    def finish_admm(self, admm: ADMM, state: dict[str, Any]) -> None:
+        """Phase 3 begins: apply the hard constraint (``admm``'s auxiliaries Z, the constraint's ``state``)
+        and remove what it zeroes, physically."""
+        before = self.complexity()
+        self.compress(admm, state)
+        self.admm = None
+        self.compressed = True
+        after = self.complexity()
+        record = {"stage": type(self).__name__, "before": before.as_dict(), "after": after.as_dict(),
+                  **self.compression_details()}
+        self.history.append(record)
+        say(f"{type(self).__name__}: {before.params:,} params / {before.macs / 1e6:.3f} MMACs -> "
+            f"{after.params:,} params / {after.macs / 1e6:.3f} MMACs")
+
+    @abstractmethod
+    def compress(self, admm: ADMM, state: dict[str, Any]) -> None:
+        """Apply the hard constraint to the network and remove what it zeroes (each stage its own way)."""
+
+    def compression_details(self) -> dict[str, Any]:
+        return {}
+
+    def penalty(self) -> Tensor | float:
+        return self.admm.penalty() if self.admm is not None and not self.compressed else 0.0
+
+    # ------------------------------------------------------ reports, ckpt
+    def report_extra(self, folder: Path) -> None:
+        atomic_write(folder / "compression.json", json.dumps(self.history, indent=2))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint[ASC_KEY]["compressed"] = self.compressed
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.compressed = bool(checkpoint[ASC_KEY].get("compressed", False))
 
 
 class ADMMPhases(Callback):

@@ -1,6 +1,6 @@
 """A CPU int8 deployment form of a QAT model: ONNX that onnxruntime runs with integer kernels (issue 13 §2).
 
-The TensorRT Q/DQ export (:func:`asc.compress.quantization.export_onnx`) is slower than float in
+The TensorRT Q/DQ export (:func:`asc.compress.onnx_export.export_onnx`) is slower than float in
 onnxruntime on a CPU: ORT runs its Q/DQ pairs as quantize-dequantize passes around float kernels. This
 module writes the QAT model's arithmetic node by node instead, from its weights and its quantizers'
 ranges (``amax``), so nothing is calibrated and every quantizer rounds and clamps as in PyTorch:
@@ -37,7 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from asc.compress.quantization import INPUT_NAME, ONNX_OPSET, OUTPUT_NAME, check_calibrated
+from asc.compress.export.onnx import INPUT_NAME, ONNX_OPSET, OUTPUT_NAME
+from asc.compress.qat import check_calibrated
 from asc.errors import AscError
 from asc.files import atomic_write
 
@@ -274,7 +275,7 @@ def _gemm(g: _Graph, x: str, layer: nn.Module, inputs: int) -> str:
 
 def _moments_linear(g: _Graph, x: str, linear: nn.Module) -> str:
     """The linear model: moments over time (float), moment batch norm, quantized input, float Gemm."""
-    from asc.data.features import MOMENT_NAMES
+    from asc.models.moments import MOMENT_NAMES
 
     if len(MOMENT_NAMES) != 5:
         raise AscError(f"the CPU int8 export knows 5 moments, the model uses {len(MOMENT_NAMES)}")
@@ -319,7 +320,7 @@ def export_onnx_cpu(
 ) -> None:
     """Write the CPU int8 form of the QAT ``model`` as ONNX (opset 17, dynamic batch) to ``path``.
 
-    Input, output and batch axis are those of :func:`~asc.compress.quantization.export_onnx`;
+    Input, output and batch axis are those of :func:`~asc.compress.onnx_export.export_onnx`;
     ``example`` fixes the log-mel size ``(1, 1, n_mels, frames)``. ``calibration`` is accepted for a
     uniform interface and not used: every scale comes from the QAT quantizers' ranges, and what QAT
     computes in float stays float, so there is nothing left to calibrate.

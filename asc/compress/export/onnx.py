@@ -1,0 +1,116 @@
+"""ONNX export of a network (float, or Q/DQ int8 for a QAT network, opset 17, dynamic batch) and running an exported
+file in onnxruntime: what TensorRT builds an engine from, and what ``asc test`` and the export's verification run."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from asc.compress.qat import quiet
+from asc.errors import AscError
+from asc.files import atomic_path
+
+#: ONNX export settings shared by float and quantized models (TorchScript exporter: the dynamo
+#: exporter fails on modelopt's data-dependent ``if amax < 0`` check).
+ONNX_OPSET = 17
+INPUT_NAME = "logmel"
+OUTPUT_NAME = "logits"
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+    """Write ``model`` as ONNX (opset 17, dynamic batch): plain float, or Q/DQ int8 for a quantized model.
+
+    TensorRT builds an int8 engine from the Q/DQ nodes (explicit quantization). The model's train/eval
+    mode is restored afterwards.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise AscError(f"{path}: folder {path.parent} does not exist")
+    parameter = next(model.parameters(), None)
+    if parameter is not None:
+        example = example.to(parameter.device)
+    was_training = model.training
+    try:
+        with atomic_path(path, "cannot write the ONNX file") as partial, quiet(), torch.no_grad():
+            torch.onnx.export(
+                model.eval(), example, str(partial), dynamo=False, opset_version=ONNX_OPSET,
+                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            )
+    finally:
+        model.train(was_training)
+
+
+def onnx_qdq_summary(path: Path) -> dict[str, Any]:
+    """What an exported graph quantizes, to check that it is TensorRT-style int8.
+
+    ``quantize_linear``/``dequantize_linear``: node counts (a float export has none);
+    ``zero_points_int8_zero``: every Q/DQ has an explicit int8 zero-point equal to 0 (symmetric; a
+    missing zero-point would mean uint8); ``per_channel``/``per_tensor``: DequantizeLinear nodes with a
+    1-D scale (one per quantized weight) or a scalar scale (activations).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    qdq = [node for node in graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    zero_points = [constants.get(node.input[2]) if len(node.input) > 2 else None for node in qdq]
+    dequantize = [node for node in qdq if node.op_type == "DequantizeLinear"]
+    scales = [np.asarray(constants.get(node.input[1], np.nan)) for node in dequantize]
+    return {
+        "quantize_linear": sum(node.op_type == "QuantizeLinear" for node in qdq),
+        "dequantize_linear": len(dequantize),
+        "zero_points_int8_zero": all(zp is not None and zp.dtype == np.int8 and not zp.any() for zp in zero_points),
+        "per_channel": sum(scale.ndim == 1 and scale.size > 1 for scale in scales),
+        "per_tensor": sum(scale.size == 1 for scale in scales),
+    }
+
+
+@functools.lru_cache(maxsize=4)
+def _session(path: str, mtime_ns: int, size: int) -> Any:
+    """One onnxruntime session per file version: evaluation calls :func:`run_onnx` once per batch."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def onnx_session(path: Path) -> Any:
+    """The onnxruntime session of an ONNX file; one line for a file that is missing or not a model."""
+    path = Path(path)
+    if not path.is_file():
+        raise AscError(f"{path}: ONNX file not found")
+    stat = path.stat()
+    try:
+        return _session(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    except Exception as error:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise AscError(f"{path}: not a readable ONNX model: {reason}") from None
+
+
+def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
+    """Logits of an exported model in onnxruntime (CPU) for log-mels ``x`` of shape ``(batch, 1, F, T)``.
+
+    The shape is checked against the model's declared input first, so a file exported for other
+    bands or clip lengths gives one clear line instead of an onnxruntime stack trace.
+    """
+    session = onnx_session(path)
+    declared = session.get_inputs()[0]
+    expected = [dim if isinstance(dim, int) else "batch" for dim in declared.shape]
+    fits = len(expected) == x.ndim and all(
+        not isinstance(dim, int) or dim == size for dim, size in zip(expected, x.shape, strict=False)
+    )
+    if not fits:
+        shown = "(" + ", ".join(str(dim) for dim in expected) + ")"
+        raise AscError(f"{path}: input of shape {tuple(x.shape)} does not fit the model's input {shown}")
+    return session.run(None, {declared.name: np.ascontiguousarray(x, dtype=np.float32)})[0]
