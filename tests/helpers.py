@@ -82,16 +82,17 @@ def tiny_configs(folder: Path) -> Path:
     for stage in ("linear", "tandem", "feature_selection", "pruning", "qat"):
         config = yaml.safe_load((CONFIGS / f"{stage}.yaml").read_text())
         config["trainer"]["max_epochs"] = 2 if stage in ("feature_selection", "pruning", "qat") else 1
-        for callback in config["trainer"]["callbacks+"]:
-            if callback["class_path"].endswith("ADMMPhases"):
-                callback["init_args"]["update_epochs"] = 1
         init = config["model"]["init_args"]
+        if "admm" in init:
+            init["admm"]["update_epochs"] = 1
         if stage == "tandem":
             init["width"] = 1
         if stage == "feature_selection":
-            init.update(keep_bands=32, update_every=1, warmup_steps=0)  # one step per epoch here
+            init.update(keep_bands=32)
+            init["admm"].update(update_every=1, warmup_steps=0)  # one step per epoch here
         if stage == "pruning":
-            init.update(max_params=8_000, max_macs=1_000_000, update_every=1)  # the tandem has 10,385
+            init.update(max_params=8_000, max_macs=1_000_000)  # the tandem has 10,385
+            init["admm"].update(update_every=1)
         if stage == "qat":
             init.update(calibration_batches=1)
         (folder / f"{stage}.yaml").write_text(yaml.safe_dump(config))

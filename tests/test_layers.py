@@ -86,10 +86,11 @@ def test_the_shipped_admm_stages_contract_over_their_learning_rates(recipe: str,
     callbacks = config["trainer"]["callbacks"]
     final = [c["init_args"]["final_lr"] for c in callbacks if c["class_path"].endswith("Annealing")]
     assert final, "the ADMM configs anneal the primal learning rate"
-    for lr in (hp["primal_lr"], *final):
-        rate = contraction(lr, hp["rho"], hp["dual_lr"], hp["update_every"], hp["momentum"], hp["weight_decay"])
+    admm = hp["admm"]
+    for lr in (admm["primal_lr"], *final):
+        rate = contraction(lr, admm["rho"], admm["dual_lr"], admm["update_every"], hp["momentum"], hp["weight_decay"])
         assert rate < 1, (recipe, lr, rate)
-    assert (hp["warmup_steps"] > 0) == (stage == "feature_selection")
+    assert (admm["warmup_steps"] > 0) == (stage == "feature_selection")
 
 
 def test_the_shipped_plus_recipe_is_the_report_with_every_addition_and_honest_selection(

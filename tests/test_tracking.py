@@ -201,7 +201,13 @@ def test_shipped_sweep_runs_under_a_wandb_agent(bare: Path, tmp_path: Path, monk
     assert exited.value.code in (0, None)
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["data"]["root"] == str(tmp_path / "TAU")
-    assert {key: printed["model"]["init_args"][key.split(".")[1]] for key in values} == pytest.approx(values)
+    def printed_value(key: str) -> object:  # model.admm.dual_lr -> printed["model"]["init_args"]["admm"]["dual_lr"]
+        node = printed["model"]["init_args"]
+        for part in key.split(".")[1:]:
+            node = node[part]
+        return node
+
+    assert {key: printed_value(key) for key in values} == pytest.approx(values)
     assert "WANDB_MODE" not in os.environ  # W&B's default: online, with the netrc's key
 
 

@@ -1,20 +1,22 @@
-"""LightningModules of the compression stages: ADMM feature selection and structured filter pruning.
+"""The ADMM stages' shared machinery (report §2.2, §2.3, §3.3): their settings, their stage base and the Masking
+callback that drives their phases.
 
-Three phases, as in the report (§2.2, §2.3, §3.3): a pre-trained tandem comes in (``model.init_ckpt``);
-ADMM update epochs train the primal variables (the network, annealed learning rate) against
-ρ/2‖W − Z + U‖² while the duals take fixed-size ascent steps; then the hard constraint is applied and
-fixed — the bands or channels are removed physically — and the smaller network is fine-tuned. The
-``ADMMPhases`` callback drives the phases and owns the ADMM state (Z, U and the constraint's structure,
-saved with the callback's state); the stage says what is constrained (``constraint``) and how the
-constraint is applied (``compress``).
+A pre-trained tandem comes in (``model.init_ckpt``); ADMM update epochs train the primal variables (the
+network, annealed learning rate) against ρ/2‖W − Z + U‖² while the duals take fixed-size ascent steps; then
+the projection's hard mask is applied and the masked bands or channels are removed physically (the drop),
+and the smaller network is fine-tuned. The stage says what is constrained (``constraint``) and how the mask
+is applied (``compress``); ``Masking``, which every ADMM stage adds to its own fit (``configure_callbacks``),
+runs the engine (``asc.compress.admm``) through the ``Maskable`` interface and holds its state (Z, U and the
+constraint's structure, saved with the callback's state, so a resumed fit continues the same ADMM run).
 """
 
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
@@ -32,10 +34,9 @@ from asc.training.stage import SceneModule
 Constraint = tuple[list[Tensor], Projection, dict[str, Any]]
 
 
-class ADMMStage(SceneModule, ABC):
-    """Shared ADMM machinery. Subclasses define ``constraint()`` (the constrained tensors, their
-    projection and what a resumed run needs to rebuild it), ``compress()`` (apply the constraint
-    physically) and ``compression_details()``.
+@dataclass(frozen=True)
+class ADMMSettings:
+    """The ADMM schedule of a compression stage (``model.admm``), checked once, here.
 
     Args:
         primal_lr: initial learning rate of the network's parameters (annealed; report: 0.001 → 0.0001).
@@ -46,39 +47,63 @@ class ADMMStage(SceneModule, ABC):
             first formed. Feature selection needs them: its mask starts at one for every band, so Π(W) at
             step 0 is a tie that keeps the lowest bands, and a converging ADMM holds its first choice to the
             end. A few steps of the task's gradient rank the bands first (which masks it pulls down).
+        update_epochs: epochs of ADMM updates before the mask is applied and fine-tuning begins (report: 5 of 7).
     """
 
-    def __init__(
-        self,
-        primal_lr: float = 0.001,
-        dual_lr: float = 1.0,
-        rho: float = 1.0,
-        update_every: int = 16,
-        warmup_steps: int = 0,
-        **kwargs: Any,
-    ) -> None:
-        kwargs.setdefault("lr", primal_lr)
+    primal_lr: float = 0.001
+    dual_lr: float = 1.0
+    rho: float = 1.0
+    update_every: int = 16
+    warmup_steps: int = 0
+    update_epochs: int = 5
+
+    def __post_init__(self) -> None:
+        if self.update_every < 1:
+            raise AscError(f"model.admm.update_every: {self.update_every} must be at least 1")
+        if self.warmup_steps < 0 or self.update_epochs < 0:
+            key = "warmup_steps" if self.warmup_steps < 0 else "update_epochs"
+            raise AscError(f"model.admm.{key}: {getattr(self, key)} must not be negative")
+        for key in ("rho", "dual_lr", "primal_lr"):
+            if getattr(self, key) <= 0:
+                raise AscError(f"model.admm.{key}: {getattr(self, key)} must be positive")
+
+
+class Maskable(Protocol):
+    """What ``Masking`` needs of a stage: its settings, its constraint, and how to apply its mask."""
+
+    settings: ADMMSettings
+    admm: ADMM | None  # the engine during the update epochs (the stage adds its penalty to the loss)
+    compressed: bool  # the mask is applied and what it zeroes removed
+
+    def constraint(self, resumed: dict[str, Any] | None) -> Constraint: ...
+
+    def finish_admm(self, admm: ADMM, state: dict[str, Any]) -> None: ...
+
+
+class ADMMStage(SceneModule, ABC):
+    """Shared ADMM machinery. Subclasses define ``constraint()`` (the constrained tensors, their
+    projection and what a resumed run needs to rebuild it), ``compress()`` (apply the mask physically)
+    and ``compression_details()``.
+
+    Args:
+        admm: the ADMM schedule (``ADMMSettings``); its ``primal_lr`` is the stage's ``lr``.
+    """
+
+    def __init__(self, admm: ADMMSettings = ADMMSettings(), **kwargs: Any) -> None:
+        kwargs.setdefault("lr", admm.primal_lr)
         super().__init__(**kwargs)
-        if update_every < 1:
-            raise AscError(f"model.update_every: {update_every} must be at least 1")
-        if warmup_steps < 0:
-            raise AscError(f"model.warmup_steps: {warmup_steps} must not be negative")
-        for key, value in (("rho", rho), ("dual_lr", dual_lr), ("primal_lr", primal_lr)):
-            if value <= 0:
-                raise AscError(f"model.{key}: {value} must be positive")
-        self.admm: ADMM | None = None  # the ADMMPhases callback's engine, during the update epochs
+        self.hparams["admm"] = asdict(admm)  # plain values: checkpoints stay loadable with weights_only
+        self.settings = admm
+        self.admm: ADMM | None = None  # the Masking callback's engine, during the update epochs
         self.compressed = False
+
+    def configure_callbacks(self) -> list[Callback]:
+        """The ADMM phases come with the stage: no config can leave them out."""
+        return [Masking()]
 
     @property
     def selectable(self) -> bool:
         return self.compressed
-
-    def check_callbacks(self, callbacks: list[Callback]) -> None:
-        from asc.training.admm import ADMMPhases
-
-        if not any(isinstance(callback, ADMMPhases) for callback in callbacks):
-            raise AscError(f"trainer.callbacks: {type(self).__name__} needs asc.training.admm.ADMMPhases "
-                           f"(the ADMM update epochs and the phase change); add it to the config")
 
     # ------------------------------------------------------------- phases
     @abstractmethod
@@ -122,82 +147,80 @@ class ADMMStage(SceneModule, ABC):
         self.compressed = bool(checkpoint[ASC_KEY].get("compressed", False))
 
 
-class ADMMPhases(Callback):
-    """Drive the ADMM stages and hold their ADMM state: update epochs with Z/U updates, then the hard
-    constraint and fine-tuning.
+class Masking(Callback):
+    """The phases of an ADMM stage (any ``Maskable``), and its ADMM state: update epochs with Z/U updates, then
+    the projection's hard mask applied, what it zeroes removed (the drop), and fine-tuning.
 
-    Phase 2 (epochs ``0 .. update_epochs-1``): every ``update_every`` steps (the module's key) Z and U
-    are updated. At epoch ``update_epochs`` the constraint is applied and the bands or channels are
-    removed physically; the optimizer is rebuilt for the smaller network, which is fine-tuned until
-    ``max_epochs`` (the report: 5 update epochs + 2 fine-tuning epochs). Z, U and the constraint's
-    structure are this callback's state: a checkpoint saved during the update epochs carries them, so
-    ``asc fit --ckpt_path`` resumes the same ADMM run (no new pruning search on the moved weights).
+    Phase 2 (epochs ``0 .. update_epochs-1``): every ``update_every`` steps Z and U are updated. At epoch
+    ``update_epochs`` the mask is applied and the bands or channels are removed physically; the optimizer is
+    rebuilt for the smaller network, which is fine-tuned until ``max_epochs`` (the report: 5 update epochs +
+    2 fine-tuning epochs). Z, U and the constraint's structure are this callback's state: a checkpoint saved
+    during the update epochs carries them, so ``asc fit --ckpt_path`` resumes the same ADMM run (no new
+    pruning search on the moved weights).
     """
 
-    def __init__(self, update_epochs: int = 5) -> None:
-        if update_epochs < 0:
-            raise AscError(f"ADMMPhases.update_epochs: {update_epochs} must not be negative")
-        self.update_epochs = update_epochs
+    def __init__(self) -> None:
         self.admm: ADMM | None = None
         self.constraint_state: dict[str, Any] = {}
         self.resumed: dict[str, Any] | None = None
 
-    def start(self, pl_module: L.LightningModule) -> ADMM:
+    def start(self, pl_module: Maskable) -> ADMM:
         """Phase 2 begins: Z = Π(W), U = 0 for the stage's constrained tensors, or, resuming an
         interrupted run, the saved Z, U and constraint."""
         resumed, self.resumed = self.resumed, None
         tensors, projection, self.constraint_state = pl_module.constraint(
             resumed.get("constraint") if resumed else None)
-        hp = pl_module.hparams
-        self.admm = ADMM(tensors, projection, rho=hp.rho, dual_lr=hp.dual_lr)
+        settings = pl_module.settings
+        self.admm = ADMM(tensors, projection, rho=settings.rho, dual_lr=settings.dual_lr)
         if resumed:
             self.admm.load_state_dict(resumed)
         pl_module.admm = self.admm
         return self.admm
 
-    def finish(self, pl_module: L.LightningModule) -> None:
-        """Phase 3 begins: the stage applies the constraint and removes what it zeroes."""
-        report_convergence(self.admm, pl_module.hparams)
+    def finish(self, pl_module: Maskable) -> None:
+        """Phase 3 begins: the stage applies the mask and removes what it zeroes."""
+        report_convergence(self.admm, pl_module.settings, pl_module.hparams)
         pl_module.finish_admm(self.admm, self.constraint_state)
         self.admm = None
         pl_module.admm = None
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: Maskable) -> None:
         if pl_module.compressed or self.admm is not None:
             return
-        warmup = pl_module.hparams.warmup_steps
-        update_steps = self.update_epochs * trainer.num_training_batches // trainer.accumulate_grad_batches
-        if warmup and warmup >= update_steps:
-            raise AscError(f"model.warmup_steps: {warmup} leaves no ADMM step in the {update_steps} steps of the "
-                           f"update epochs (ADMMPhases.update_epochs={self.update_epochs})")
+        settings = pl_module.settings
+        update_steps = settings.update_epochs * trainer.num_training_batches // trainer.accumulate_grad_batches
+        if settings.warmup_steps and settings.warmup_steps >= update_steps:
+            raise AscError(f"model.admm.warmup_steps: {settings.warmup_steps} leaves no ADMM step in the "
+                           f"{update_steps} steps of the update epochs (model.admm.update_epochs="
+                           f"{settings.update_epochs})")
         if self.due(trainer, pl_module):
             self.start(pl_module)
 
-    def due(self, trainer: L.Trainer, pl_module: L.LightningModule) -> bool:
+    def due(self, trainer: L.Trainer, pl_module: Maskable) -> bool:
         """Whether the ADMM term should start now: not yet started, not compressed, the warm-up steps done."""
-        return self.admm is None and not pl_module.compressed and trainer.global_step >= pl_module.hparams.warmup_steps
+        return (self.admm is None and not pl_module.compressed
+                and trainer.global_step >= pl_module.settings.warmup_steps)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        """After ``model.warmup_steps`` steps without the ADMM term, Z = Π(W) is formed from the trained W."""
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: Maskable, batch, batch_idx: int) -> None:
+        """After ``model.admm.warmup_steps`` steps without the ADMM term, Z = Π(W) is formed from the trained W."""
         if self.due(trainer, pl_module):
             self.start(pl_module)
             say(f"ADMM: Z = Pi(W) formed after {trainer.global_step} warm-up steps")
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch >= self.update_epochs and not pl_module.compressed:
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: Maskable) -> None:
+        if trainer.current_epoch >= pl_module.settings.update_epochs and not pl_module.compressed:
             self.finish(pl_module)
             trainer.strategy.setup_optimizers(trainer)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
-                           batch_idx: int) -> None:
-        if self.admm is not None and (batch_idx + 1) % pl_module.hparams.update_every == 0:
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: Maskable, outputs, batch, batch_idx: int) -> None:
+        if self.admm is not None and (batch_idx + 1) % pl_module.settings.update_every == 0:
             pl_module.log("admm/primal_residual", self.admm.update())
 
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_end(self, trainer: L.Trainer, pl_module: Maskable) -> None:
         if not pl_module.compressed:
             raise AscError(
-                f"trainer.max_epochs: training ended before the fine-tuning phase (ADMMPhases.update_epochs="
-                f"{self.update_epochs}); the constraint was never applied, so no compressed model was saved"
+                f"trainer.max_epochs: training ended before the fine-tuning phase (model.admm.update_epochs="
+                f"{pl_module.settings.update_epochs}); the mask was never applied, so no compressed model was saved"
             )
 
     def state_dict(self) -> dict[str, Any]:
@@ -209,7 +232,7 @@ class ADMMPhases(Callback):
         self.resumed = dict(state_dict) or None
 
 
-def report_convergence(admm: ADMM, hp: Any) -> None:
+def report_convergence(admm: ADMM, settings: ADMMSettings, hp: Any) -> None:
     """One line on how far the update epochs brought W towards the constraint, and a warning when they did
     not bring it closer at all: the projection then removes as much as without ADMM, and fine-tuning has to
     recover it. The warning names what the optimiser's settings say about it (``contraction``)."""
@@ -218,10 +241,11 @@ def report_convergence(admm: ADMM, hp: Any) -> None:
     say(f"ADMM: primal residual ||W - Z|| {first:.4g} -> {last:.4g} after {updates} dual updates")
     if updates == 0 or last < first:
         return
-    rate = contraction(hp.primal_lr, hp.rho, hp.dual_lr, hp.update_every, hp.momentum, hp.weight_decay)
+    s = settings
+    rate = contraction(s.primal_lr, s.rho, s.dual_lr, s.update_every, hp.momentum, hp.weight_decay)
     kind = "diverges" if rate >= 1 else "contracts"
     rank_zero_warn(
         f"ADMM did not bring the weights closer to the constraint (||W - Z|| {first:.4g} -> {last:.4g}); at "
-        f"model.primal_lr={hp.primal_lr}, model.dual_lr={hp.dual_lr}, model.update_every={hp.update_every} the ADMM "
-        f"term alone {kind} (factor {rate:.3f} per dual update): raise model.update_every or lower model.dual_lr "
-        f"(README: The ADMM engine)")
+        f"model.admm.primal_lr={s.primal_lr}, model.admm.dual_lr={s.dual_lr}, model.admm.update_every="
+        f"{s.update_every} the ADMM term alone {kind} (factor {rate:.3f} per dual update): raise "
+        f"model.admm.update_every or lower model.admm.dual_lr (docs/compression.md: Does ADMM converge?)")

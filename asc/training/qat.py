@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
@@ -27,7 +27,8 @@ MODELOPT_KEY = "modelopt_state"
 
 class QATStage(SceneModule):
     """Stage 5: int8 quantization-aware fine-tuning of a compressed tandem (``model.init_ckpt``: the
-    pruning stage's float checkpoint). The ``QAT`` callback inserts and calibrates the quantizers.
+    pruning stage's float checkpoint). Its ``QAT`` callback (``configure_callbacks``) inserts and calibrates the
+    quantizers.
 
     Args:
         calibration: ``max``, ``percentile`` or ``entropy`` (activation ranges; weights use max).
@@ -46,10 +47,13 @@ class QATStage(SceneModule):
             raise AscError(f"model.calibration_batches: {calibration_batches} must be at least 1")
         self.quantized = False
 
-    def check_callbacks(self, callbacks: list[Callback]) -> None:
-        if not any(isinstance(callback, QAT) for callback in callbacks):
-            raise AscError("trainer.callbacks: QATStage needs asc.training.qat.QAT (it inserts and "
-                           "calibrates the int8 quantizers); without it the stage would train a float model")
+    def configure_callbacks(self) -> list[Callback]:
+        """The quantizers come with the stage: no config can leave them out and train a float model."""
+        return [QAT()]
+
+    @property
+    def calibration_batches(self) -> int:
+        return self.hparams.calibration_batches
 
     def quantize(self, batches: list[Tensor]) -> None:
         """Insert quantizers and calibrate them on ``batches`` of log-mels (the front end's full bands)."""
@@ -62,6 +66,8 @@ class QATStage(SceneModule):
         qat.quantize(self.network, forward_loop, hp.calibration, hp.percentile)
         qat.check_calibrated(self.network)
         self.quantized = True
+        say(f"QAT: {len(qat.quantizers(self.network))} quantizers calibrated ({hp.calibration}) on {len(batches)} "
+            f"batches; {self.complexity()}")
 
     @property
     def selectable(self) -> bool:
@@ -91,20 +97,28 @@ class QATStage(SceneModule):
         return network
 
 
-class QAT(Callback):
-    """Quantize and calibrate when training starts (the report applies QAT after pruning)."""
+class Quantizable(Protocol):
+    """What ``QAT`` needs of a stage: whether it is quantized, how many batches calibrate it, and how."""
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: QATStage) -> None:
+    quantized: bool
+    calibration_batches: int
+
+    def quantize(self, batches: list[Tensor]) -> None: ...
+
+
+class QAT(Callback):
+    """Quantize and calibrate a ``Quantizable`` stage when training starts (the report applies QAT after
+    pruning), on its first training batches."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: Quantizable) -> None:
         if pl_module.quantized:
             return
         batches = []
         for batch in trainer.datamodule.train_dataloader():
             batches.append(batch["x"])
-            if len(batches) >= pl_module.hparams.calibration_batches:
+            if len(batches) >= pl_module.calibration_batches:
                 break
         pl_module.quantize(batches)
         trainer.strategy.setup_optimizers(trainer)
-        say(f"QAT: {len(qat.quantizers(pl_module.network))} quantizers calibrated "
-            f"({pl_module.hparams.calibration}) on {len(batches)} batches; {pl_module.complexity()}")
 
 

@@ -16,7 +16,6 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
@@ -104,7 +103,7 @@ class SceneModule(L.LightningModule):
         # Called here, innermost, it collects the arguments of every subclass __init__ still on the stack
         # too, so a stage built directly in Python has all its hyperparameters, defaults included. The
         # features travel in the checkpoint's contract instead (plain values, one owner: data.features).
-        self.save_hyperparameters(ignore=["features"])
+        self.save_hyperparameters(ignore=["features", "admm"])
         self.augmentations = Augmentations(roll, freq_mask, freq_mixstyle_p, freq_mixstyle_alpha, device_ir_p)
         if optimizer not in OPTIMIZERS:
             raise AscError(f"model.optimizer: {optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
@@ -176,15 +175,10 @@ class SceneModule(L.LightningModule):
         data = getattr(self.trainer, "datamodule", None)
         if data is not None and getattr(data, "features", self.features) != self.features:
             check_features(self.features, data.features, f"{type(self).__name__} (model.features)")
-        if stage == "fit":
-            self.check_callbacks(self.trainer.callbacks)
-            if self.hparams.get("device_irs"):
-                folder = beside_data(self.hparams.device_irs, getattr(data, "root", None))
-                self.augmentations.load_device_responses(folder, self.features)
-                self.augmentations.to(self.device)
-
-    def check_callbacks(self, callbacks: list[Callback]) -> None:
-        """Refuse, before any training, a fit without a callback this stage needs (ADMM phases, QAT)."""
+        if stage == "fit" and self.hparams.get("device_irs"):
+            folder = beside_data(self.hparams.device_irs, getattr(data, "root", None))
+            self.augmentations.load_device_responses(folder, self.features)
+            self.augmentations.to(self.device)
 
     def start_from(self, path: str) -> None:
         """Take over the network (or the part this stage uses) of an earlier stage's checkpoint."""
