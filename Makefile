@@ -16,7 +16,7 @@ export WANDB_DIR ?= $(CURDIR)/$(BUILD)/wandb
 export WANDB_MODE ?= offline
 export NUMBA_CACHE_DIR ?= $(CURDIR)/$(BUILD)/cache/numba
 
-.PHONY: venv test lint demo bench clean
+.PHONY: venv test test-fast lint demo bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ test: venv
 	mkdir -p $(MPLCONFIGDIR) $(WANDB_DIR)
 	$(PY) -m ruff check asc tests benchmarks
 	$(PY) -m pytest -q tests
+
+# Every test but those marked slow (they train networks or write datasets); `make test` runs them all.
+test-fast: venv
+	mkdir -p $(MPLCONFIGDIR) $(WANDB_DIR)
+	$(PY) -m pytest -q -m "not slow" tests
 
 demo: venv
 	mkdir -p $(MPLCONFIGDIR) $(WANDB_DIR)

@@ -6,7 +6,8 @@ log-mel that ``asc.load_front_end(ckpt)`` computes.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from asc.version import __version__ as __version__
+
 __all__ = ["checkpoint_bands", "checkpoint_features", "load_front_end", "load_model"]
 
 

@@ -9,7 +9,7 @@ per preset and seed (``--seed_everything``). ``cross`` is written by another gen
 (devices, rooms and scene textures), and the microphone responses the device-response augmentation draws from
 come from ``hard``'s family: an addition scores on ``cross`` only when it generalises. ``ensemble`` adds the
 teacher stage (an ensemble whose mean logits teach the tandem and every compression stage); ``peer`` trains the
-DCASE 2024 baseline network (CP-Mobile, configs/builtin/peer.yaml) for the wall-clock time the ``report``
+DCASE 2024 baseline network (CP-Mobile, configs/peer.yaml) for the wall-clock time the ``report``
 pipeline of the same preset and seed took (its epoch time measured by a one-epoch probe).
 
 Per preset, variant and model: the test accuracy overall and per device group (real a-c, seen simulated s1-s3,
@@ -36,6 +36,8 @@ from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 CONFIGS = REPOSITORY / "configs" / "builtin"
+LAYER_FOLDER = REPOSITORY / "configs" / "layers"
+PEER_CONFIG = REPOSITORY / "configs" / "peer.yaml"
 PRESETS = ("hard", "cross")
 LAYERS = {
     "report": [],
@@ -114,7 +116,7 @@ def one_run(preset: str, variant: str, seed: int, root: Path, args: argparse.Nam
 
 def run_variant(variant: str, seed: int, root: Path, out: Path, protocol: str, extra: list[str]) -> None:
     """One pipeline of ``variant`` for ``seed`` (finished stages reused), then its tandem on its own train split."""
-    layers = [arg for layer in LAYERS[variant] for arg in ("--layer", str(CONFIGS / layer))]
+    layers = [arg for layer in LAYERS[variant] for arg in ("--layer", str(LAYER_FOLDER / layer))]
     asc(["pipeline", "--configs", str(CONFIGS), "--data.root", str(root), "--out", str(out), "--skip-done",
          *PROTOCOLS[protocol], *layers, f"--seed_everything={seed}", *extra])
     if not train_report(out).is_file():  # memorising locations shows as a gap
@@ -125,7 +127,9 @@ def run_variant(variant: str, seed: int, root: Path, out: Path, protocol: str, e
 def run_peer(seed: int, root: Path, out: Path, protocol: str, budget: float | None, extra: list[str]) -> None:
     """CP-Mobile with its own recipe for ``budget`` seconds (the report pipeline's time): a one-epoch probe
     measures its epoch, then the fit runs as many epochs as fit the budget (its schedule spans them)."""
-    common = ["--config", str(CONFIGS / "base.yaml"), "--config", str(CONFIGS / "peer.yaml"), "--data.root",
+    from asc.cli.pipeline import stage_configs
+
+    common = [*stage_configs(CONFIGS, "peer"), "--config", str(PEER_CONFIG), "--data.root",
               str(root), f"--seed_everything={seed}", *PROTOCOLS[protocol][2:], *extra]
     epochs = []
     if budget is not None:

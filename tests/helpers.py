@@ -31,13 +31,15 @@ FAST = ["--trainer.max_epochs=1", "--data.batch_size=4", "--data.cache_workers=0
 
 
 def config(stage: str) -> list[str]:
-    """A built-in stage's layered config: the shared base, then the stage's own file."""
+    """A built-in stage's layered config: the report's recipe, then the built-in's differences."""
     return layered(CONFIGS, stage)
 
 
-def layered(configs: Path, stage: str) -> list[str]:
-    """``--config`` for a configs folder's base.yaml, then its <stage>.yaml."""
-    return ["--config", str(configs / "base.yaml"), "--config", str(configs / f"{stage}.yaml")]
+def layered(recipe: Path, stage: str) -> list[str]:
+    """``--config`` for every file of a recipe's stage, in order (``asc.cli.pipeline.stage_configs``)."""
+    from asc.cli.pipeline import stage_configs
+
+    return stage_configs(recipe, stage)
 
 
 def run(*args: str) -> None:
@@ -73,28 +75,21 @@ def make_mini_root(root: Path) -> Path:
 
 
 def tiny_configs(folder: Path) -> Path:
-    """The built-in configs shrunk to seconds: width-1 BC-ResNet, 1 + 1 ADMM epochs, small limits."""
+    """The built-in recipe shrunk to seconds, as a recipe of its own on configs/builtin (what a user's own layer
+    looks like): width-1 BC-ResNet, 1 + 1 ADMM epochs, small limits."""
     folder.mkdir()
-    base = yaml.safe_load((CONFIGS / "base.yaml").read_text())
-    base["trainer"]["log_every_n_steps"] = 1
-    base["data"].update(batch_size=4, cache_workers=0, progress=False)
+    (folder / "recipe.yaml").write_text(yaml.safe_dump({"configs": str(CONFIGS)}))
+    base = {"trainer": {"log_every_n_steps": 1}, "data": {"batch_size": 4, "cache_workers": 0, "progress": False}}
     (folder / "base.yaml").write_text(yaml.safe_dump(base))
-    for stage in ("linear", "tandem", "feature_selection", "pruning", "qat"):
-        config = yaml.safe_load((CONFIGS / f"{stage}.yaml").read_text())
-        config["trainer"]["max_epochs"] = 2 if stage in ("feature_selection", "pruning", "qat") else 1
-        init = config["model"]["init_args"]
-        if "admm" in init:
-            init["admm"]["update_epochs"] = 1
-        if stage == "tandem":
-            init["width"] = 1
-        if stage == "feature_selection":
-            init.update(keep_bands=32)
-            init["admm"].update(update_every=1, warmup_steps=0)  # one step per epoch here
-        if stage == "pruning":
-            init.update(max_params=8_000, max_macs=1_000_000)  # the tandem has 10,385
-            init["admm"].update(update_every=1)
-        if stage == "qat":
-            init.update(calibration_batches=1)
+    tiny = {"linear": {}, "tandem": {"width": 1},
+            "feature_selection": {"keep_bands": 32, "admm": {"update_every": 1, "warmup_steps": 0,
+                                                             "update_epochs": 1}},  # one step per epoch here
+            "pruning": {"max_params": 8_000, "max_macs": 1_000_000,  # the tandem has 10,385
+                        "admm": {"update_every": 1, "update_epochs": 1}},
+            "qat": {"calibration_batches": 1}}
+    for stage, init in tiny.items():
+        epochs = 2 if stage in ("feature_selection", "pruning", "qat") else 1
+        config = {"trainer": {"max_epochs": epochs}, **({"model": {"init_args": init}} if init else {})}
         (folder / f"{stage}.yaml").write_text(yaml.safe_dump(config))
     return folder
 

@@ -53,6 +53,9 @@ def test_a_stage_built_in_python_has_every_hyperparameter(tmp_path: Path) -> Non
     hp = stage.hparams
     assert (hp.max_params, hp.admm["primal_lr"], hp.admm["rho"], stage.features.n_frames, hp.lr) == \
         (8_000, 0.001, 1.0, 34, 0.001)
+    given = PruningStage(max_macs=9_000_000, admm=ADMMSettings(primal_lr=0.004, dual_lr=0.2), features=FEATURES)
+    assert (given.hparams.max_macs, given.hparams.lr, given.hparams.admm["dual_lr"], given.settings.dual_lr,
+            given.features.n_mels) == (9_000_000, 0.004, 0.2, 0.2, 64)  # what was passed, not the defaults
     assert [type(callback).__name__ for callback in stage.configure_callbacks()] == ["Masking"]  # its own phases
 
 
@@ -78,8 +81,11 @@ def test_pruning_resumes_admm_with_its_structure_and_duals(tmp_path: Path, monke
     assert again.constraint_state["structure"] == phases.constraint_state["structure"]
     for name in ("auxiliaries", "duals"):
         saved, restored = getattr(phases.admm, name), getattr(again.admm, name)
-        assert any(t.abs().sum() > 0 for t in restored)
         assert all(torch.equal(a, b) for a, b in zip(saved, restored, strict=True))
+    # one dual step from zero: U = η_dual (W − Z) with the stage's own dual step, 0.5 (not the default)
+    duals = [0.5 * (w.detach() - z) for w, z in zip(phases.admm.weights, phases.admm.auxiliaries, strict=True)]
+    assert all(torch.allclose(u, expected) for u, expected in zip(again.admm.duals, duals, strict=True))
+    assert any(u.abs().sum() > 0 for u in again.admm.duals)
     assert resumed.admm is again.admm  # the stage's penalty uses the callback's state
     assert again.admm.residuals == phases.admm.residuals and len(phases.admm.residuals) == 2  # start, 1 update
 
@@ -97,7 +103,9 @@ def test_feature_selection_resumes_without_its_init_checkpoint(tmp_path: Path) -
     resumed = FeatureSelectionStage(keep_bands=32, features=FEATURES)  # the checkpoint alone: architecture, mask, Z, U
     again = _restored(resumed, checkpoint)
     assert torch.equal(resumed.band_mask.weight, stage.band_mask.weight)
-    assert torch.equal(again.admm.duals[0], phases.admm.duals[0]) and again.admm.duals[0].abs().sum() > 0
+    assert torch.equal(again.admm.duals[0], phases.admm.duals[0])
+    expected = stage.settings.dual_lr * (phases.admm.weights[0].detach() - phases.admm.auxiliaries[0])
+    assert torch.allclose(again.admm.duals[0], expected) and expected.abs().sum() > 0
 
 
 def test_the_constraint_is_applied_with_the_saved_structure(tmp_path: Path) -> None:

@@ -1,23 +1,39 @@
 """The benchmarks: the ablation's orchestration (``asc`` stubbed), and ``make bench``'s runner and its parts.
 
-Nothing here asserts a timing: only which rows, ratios and files a run produces, and that the helpers
-alternate, take medians and measure the process they claim to.
+Nothing here asserts a timing: only which rows, ratios and files a run produces, that each row's figure is
+made from its own candidate's timings, and that the helpers alternate, take medians and measure the process
+they claim to.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import time
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 
 from benchmarks import demo_speed, feature_cache, inference, isolated, pruning_search, report, run, scaling, training
 from benchmarks.report import Row
-from benchmarks.timing import alternate, round_order
+from benchmarks.timing import Timing, alternate, round_order
 
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "ablation.py"
+
+
+def recorded_timings(monkeypatch: pytest.MonkeyPatch, module: ModuleType) -> dict[str, Timing]:
+    """The timings ``module``'s rows are made from: what its calls of ``alternate`` return, by candidate."""
+    timings: dict[str, Timing] = {}
+
+    def recording(candidates, *args, **kwargs) -> dict[str, Timing]:
+        result = alternate(candidates, *args, **kwargs)
+        timings.update(result)
+        return result
+
+    monkeypatch.setattr(module, "alternate", recording)
+    return timings
 
 
 def load_ablation():
@@ -177,11 +193,16 @@ def fake_sections(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
 def test_runner_prints_one_table_and_writes_json_and_markdown_with_every_row(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     names = fake_sections(monkeypatch, tmp_path)
+    stub = training.training_rows
+    monkeypatch.setattr(training, "training_rows", lambda *args, **kwargs: (time.sleep(0.25), stub())[1])
     out = tmp_path / "bench"
+    start = time.perf_counter()
     assert run.main(["--quick", "--out", str(out), "--workers", "1"]) == 0
+    elapsed = time.perf_counter() - start
     saved = json.loads((out / "bench.json").read_text())
     assert {"cpu", "cores", "torch", "onnxruntime", "load_average_1min"} <= set(saved["machine"])
-    assert saved["settings"]["quick"] is True and saved["wall_s"] >= 0
+    # The whole run's wall clock (to 0.1 s): the sections included, the JSON and Markdown writing not.
+    assert saved["settings"]["quick"] is True and 0.2 <= saved["wall_s"] <= elapsed + 0.05
     sections = {row["section"] for row in saved["rows"]}
     assert sections == {"front end", "training", "demo choices", "inference", "pruning", "scaling", "memory"}
     assert all(set(row) == {"section", "name", "value", "unit", "baseline", "ratio", "note"} for row in saved["rows"])
@@ -232,7 +253,8 @@ def test_an_isolated_measurement_reports_the_peak_memory_of_its_own_process() ->
         isolated.run_isolated("allocate", mib="many")
 
 
-def test_librosa_reference_computes_what_the_front_end_does_and_rows_compare_them(shared_mini_root: Path) -> None:
+def test_librosa_reference_computes_what_the_front_end_does_and_rows_compare_them(
+        shared_mini_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from asc.data.features import FeatureSettings
     from asc.data.index import DatasetIndex
 
@@ -241,28 +263,34 @@ def test_librosa_reference_computes_what_the_front_end_does_and_rows_compare_the
     ours = feature_cache.ours(shared_mini_root, names, settings)
     theirs = [feature_cache.librosa_logmel(shared_mini_root / name, settings) for name in names]
     assert ours.shape == (3, settings.n_mels, settings.n_frames) and np.allclose(ours, np.stack(theirs), atol=1e-3)
+    timings = recorded_timings(monkeypatch, feature_cache)
     rows = feature_cache.front_end_rows(shared_mini_root, names, settings, cache=None, repeats=1)
     assert [(row.name, row.baseline) for row in rows] == [(feature_cache.LIBROSA, None),
                                                           (feature_cache.OURS, feature_cache.LIBROSA)]
-    assert all(row.value > 0 and row.unit == "clips/s" for row in rows)
+    assert all(row.value == timings[row.name].rate(3) and row.unit == "clips/s" for row in rows)  # 3 clips a round
 
 
-def test_training_rows_run_the_stages_own_training_step_against_the_loader(shared_mini_root: Path,
-                                                                           tmp_path: Path) -> None:
+def test_training_rows_run_the_stages_own_training_step_against_the_loader(shared_mini_root: Path, tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    timings = recorded_timings(monkeypatch, training)
     with inference.torch_threads(1):
         rows = training.training_rows(shared_mini_root, tmp_path / "cache", width=1, repeats=1)
     assert [(row.name, row.baseline, row.unit) for row in rows] == [
         (training.STEP, None, "batches/s"), (training.LOADER, training.STEP, "batches/s")]
-    assert "21,585 params" in rows[0].note and all(row.value > 0 for row in rows)
+    assert "21,585 params" in rows[0].note and "1 batches per round" in rows[1].note  # 6 clips, batch 64
+    assert [row.value for row in rows] == [timings[training.STEP].rate(1), timings[training.LOADER].rate(1)]
 
 
-def test_demo_choice_rows_compare_batch_sizes_per_clip_and_resnorm_forms() -> None:
+def test_demo_choice_rows_compare_batch_sizes_per_clip_and_resnorm_forms(monkeypatch: pytest.MonkeyPatch) -> None:
+    timings = recorded_timings(monkeypatch, demo_speed)
     with inference.torch_threads(1):
         rows = demo_speed.batch_rows(width=1, repeats=1, batches=(4, 8)) + demo_speed.resnorm_rows(1, (2, 4, 8, 5))
     assert [(row.name, row.baseline, row.unit) for row in rows] == [
         ("train step, batch 4", "train step, batch 8", "clips/s"), ("train step, batch 8", None, "clips/s"),
         (demo_speed.FUSED, demo_speed.FORMULA, "calls/s"), (demo_speed.FORMULA, None, "calls/s")]
-    assert all(row.value > 0 for row in rows) and "2x4x8x5" in rows[2].note
+    assert [row.value for row in rows] == [timings[row.name].rate(units) for row, units in zip(rows, (4, 8, 1, 1),
+                                                                                                strict=True)]
+    assert "2x4x8x5" in rows[2].note
 
 
 def test_inference_rows_keep_a_variant_that_could_not_be_measured() -> None:
@@ -276,13 +304,15 @@ def test_inference_rows_keep_a_variant_that_could_not_be_measured() -> None:
                                               f"{inference.ORT_FP32}, batch 2"]  # int8 against fp32, same runtime
 
 
-def test_the_pruned_benchmark_model_has_the_pruned_size_and_the_search_meets_the_limits() -> None:
+def test_the_pruned_benchmark_model_has_the_pruned_size_and_the_search_meets_the_limits(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from asc.compress.complexity import count_complexity
 
     complexity = count_complexity(inference.pruned_tandem(), 34)
     assert 120_000 < complexity.params <= 128_000 and complexity.macs < 30_000_000
+    timings = recorded_timings(monkeypatch, pruning_search)
     (row,) = pruning_search.pruning_rows(width=1, repeats=1)
-    assert row.unit == "s" and row.value > 0 and "-> widths [" in row.note
+    assert row.unit == "s" and row.value == timings[row.name].median and "-> widths [" in row.note
 
 
 def test_the_cpu_int8_row_calls_export_onnx_cpu_with_the_qat_model_and_keeps_a_failure_as_its_note(

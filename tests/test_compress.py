@@ -15,6 +15,9 @@ from asc.compress.reachability import ChannelGroup, Producer, bcresnet_graph, re
 from asc.errors import AscError
 from asc.models import BCResNet, MomentsLinear, Tandem
 
+# One torch thread: on a busy 2-core machine the default threads made single tests 4 s instead of 0.1 s.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_top_c_projection_keeps_exactly_the_c_largest_magnitudes() -> None:
     w = torch.tensor([0.5, -3.0, 0.1, 2.0, -0.2, 1.0])

@@ -24,7 +24,7 @@ from asc.models import Tandem
 from tests.helpers import N_BANDS, N_FRAMES, calibrate, inputs, tandem
 from tests.helpers import one_error_line as _error
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.slow]  # most tests share a QAT-trained model
 EXAMPLE = torch.zeros(1, 1, N_BANDS, N_FRAMES)
 
 

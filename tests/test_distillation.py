@@ -55,6 +55,7 @@ def teacher_weights(ckpt: Path) -> dict[str, torch.Tensor]:
     return {k[len("teacher.networks.0."):]: v for k, v in state.items() if k.startswith("teacher.")}
 
 
+@pytest.mark.slow
 def test_the_tandem_teaches_feature_selection_and_pruning_inherits_it(shared_mini_root: Path,
                                                                       tmp_path: Path) -> None:
     configs = tiny_configs(tmp_path / "configs")
@@ -62,9 +63,11 @@ def test_the_tandem_teaches_feature_selection_and_pruning_inherits_it(shared_min
     out = tmp_path / "fs"
     common = ["--data.root", str(shared_mini_root), "--trainer.default_root_dir", str(out)]
     assert main(["fit", *layered(configs, "feature_selection"), *common, f"--model.init_ckpt={start}",
-                 "--model.teacher=[init]", "--model.kd_lambda=0.3"]) == 0
+                 "--model.teacher=[init]", "--model.kd_lambda=0"]) == 0
+    # λ = 0: the loss is the distillation term alone (the last step retrains the compressed network, so no
+    # ADMM term is added): the teacher's soft targets are what the student learns from.
     metrics = json.loads((out / "fit_metrics.json").read_text())["metrics"]
-    assert metrics["train/kd_loss"] > 0
+    assert metrics["train/loss"] == pytest.approx(metrics["train/kd_loss"], rel=1e-6)
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["asc"]["teacher"][0]["type"] == "tandem" and ckpt["asc"]["teacher"][0]["bands"] is None
     teacher = teacher_weights(out / "checkpoints" / "last.ckpt")
@@ -81,10 +84,12 @@ def test_the_tandem_teaches_feature_selection_and_pruning_inherits_it(shared_min
         inherited_teacher(None)
 
     pruned = tmp_path / "pruned"
-    prune = ["fit", *layered(configs, "pruning"), "--data.root", str(shared_mini_root), "--model.teacher=[inherit]"]
+    prune = ["fit", *layered(configs, "pruning"), "--data.root", str(shared_mini_root), "--model.teacher=[inherit]",
+             "--model.kd_lambda=0"]
     assert main([*prune, "--trainer.default_root_dir", str(pruned),
                  f"--model.init_ckpt={out / 'checkpoints' / 'last.ckpt'}"]) == 0
-    assert json.loads((pruned / "fit_metrics.json").read_text())["metrics"]["train/kd_loss"] > 0
+    metrics = json.loads((pruned / "fit_metrics.json").read_text())["metrics"]
+    assert metrics["train/loss"] == pytest.approx(metrics["train/kd_loss"], rel=1e-6)
     ckpt = torch.load(pruned / "checkpoints" / "last.ckpt", weights_only=True)
     teacher = teacher_weights(pruned / "checkpoints" / "last.ckpt")
     assert ckpt["asc"]["teacher"][0]["bands"] is None and teacher.keys() == {

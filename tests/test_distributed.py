@@ -14,6 +14,8 @@ import pytest
 from asc.cli.main import main
 from tests.helpers import layered, tandem_checkpoint, tiny_configs
 
+pytestmark = pytest.mark.slow
+
 DDP = ["--trainer.strategy=ddp", "--trainer.devices=2", "--trainer.accelerator=cpu"]
 
 

@@ -22,6 +22,7 @@ def partials(folder: Path) -> list[Path]:
     return sorted(folder.rglob("*.partial-*"))
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_saving_a_checkpoint_keeps_the_last_good_one(mini_root: Path, tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch,
                                                                        capsys: pytest.CaptureFixture) -> None:
@@ -97,6 +98,7 @@ def test_a_config_file_that_is_not_yaml_is_named_with_its_line(mini_root: Path, 
     assert line == f"asc: error: --config {tmp_path / 'none.yaml'}: file not found"
 
 
+@pytest.mark.slow
 def test_an_error_in_a_loader_worker_is_the_projects_one_line(mini_root: Path, tmp_path: Path,
                                                               capsys: pytest.CaptureFixture) -> None:
     """A clip whose header is fine but whose samples are not: found by a DataLoader worker computing features

@@ -13,6 +13,7 @@ from asc.cli.main import main
 from tests.helpers import CONFIGS, tiny_configs
 
 
+@pytest.mark.slow  # runs pipelines
 def test_layers_add_to_every_stage_or_to_one(shared_mini_root: Path, tmp_path: Path,
                                               capsys: pytest.CaptureFixture) -> None:
     """``--layer FOLDER``: its base.yaml goes to every stage and its <stage>.yaml to that stage, after the configs."""
@@ -41,24 +42,50 @@ ENSEMBLE_TEACHERS = {"tandem": ["teacher"], "feature_selection": ["inherit"], "p
                      "qat": ["inherit"]}
 
 
-@pytest.mark.parametrize("recipe", ["builtin", "dcase2022"])
+LAYERS = CONFIGS.parent / "layers"
+
+
+@pytest.mark.parametrize("recipe", ["builtin", "report"])
 def test_shipped_layers_parse_with_every_stage(recipe: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """Every shipped layer folder combines with the stages it names (the keys exist for that stage's class)."""
-    from asc.cli.pipeline import layered
+    """Every shipped layer folder combines with both recipes and the stages it names (the keys exist for that
+    stage's class): one tree of layers for every scale."""
+    from asc.cli.pipeline import stage_configs
 
     folder = CONFIGS.parent / recipe
-    layers = sorted(path for path in folder.iterdir() if path.is_dir() and path.name != "ensemble")
-    assert {path.name for path in layers} >= {"freq_mixstyle", "device_irs", "distillation"}
-    ensemble = [folder / "ensemble"] if (folder / "ensemble").is_dir() else []
-    for combination, teachers in ((layers, TEACHERS), *(((layers + ensemble, ENSEMBLE_TEACHERS),) if ensemble else ())):
+    layers = [LAYERS / name for name in ("freq_mixstyle", "device_irs", "distillation")]
+    ensemble = [LAYERS / "ensemble"]
+    for combination, teachers in ((layers, TEACHERS), (layers + ensemble, ENSEMBLE_TEACHERS)):
         for stage in ("linear", "tandem", "feature_selection", "pruning", "qat"):
-            init = printed_config(capsys, layered([folder, *combination], stage))["model"]["init_args"]
-            assert init["freq_mixstyle_p"] > 0 and init["device_ir_p"] > 0
+            init = printed_config(capsys, stage_configs(folder, stage, combination))["model"]["init_args"]
+            assert (init["freq_mixstyle_p"], init["device_ir_p"], init["device_irs"]) == (0.4, 0.4, "impulse_responses")
             assert init["teacher"] == teachers.get(stage)  # the tandem (or the teacher stage) teaches every stage
-    if ensemble:  # the teacher stage itself: an ensemble of tandems, its own report row
-        config = printed_config(capsys, layered([folder, *layers, *ensemble], "teacher"))
-        assert config["model"]["class_path"].endswith("EnsembleStage")
-        assert config["model"]["init_args"]["report_name"] == "Teacher"
+    # the teacher stage itself: an ensemble of tandems, its own report row, the recipe's schedule
+    config = printed_config(capsys, stage_configs(folder, "teacher", layers + ensemble))
+    assert config["model"]["class_path"].endswith("EnsembleStage")
+    assert config["model"]["init_args"]["report_name"] == "Teacher"
+    tandem = printed_config(capsys, stage_configs(folder, "tandem"))
+    assert config["model"]["init_args"]["lr"] == tandem["model"]["init_args"]["lr"]
+    assert config["trainer"]["max_epochs"] == 2 * tandem["trainer"]["max_epochs"]
+
+
+def test_the_built_in_recipe_holds_only_what_differs_from_the_reports(capsys: pytest.CaptureFixture) -> None:
+    """configs/builtin is a layer on configs/report: the stage classes, the augmentations and the architecture come
+    from the report's files; the built-in's files change the schedule, batch size and ADMM steps only."""
+    from asc.cli.pipeline import read_recipe, stage_configs
+
+    configs, layers, _ = read_recipe(CONFIGS)
+    assert configs.resolve() == (CONFIGS.parent / "report").resolve() and layers == [CONFIGS]
+    for path in CONFIGS.glob("*.yaml"):
+        text = yaml.safe_load(path.read_text()) or {}
+        assert "class_path" not in (text.get("model") or {}), path  # the stage is the report's
+        assert "callbacks" not in (text.get("trainer") or {}) and "callbacks+" not in (text.get("trainer") or {})
+    report = printed_config(capsys, stage_configs(CONFIGS.parent / "report", "tandem"))
+    builtin = printed_config(capsys, stage_configs(CONFIGS, "tandem"))
+    same = ("class_path",)
+    assert {k: builtin["model"][k] for k in same} == {k: report["model"][k] for k in same}
+    assert builtin["model"]["init_args"]["width"] == report["model"]["init_args"]["width"] == 8
+    assert (builtin["trainer"]["max_epochs"], report["trainer"]["max_epochs"]) == (4, 80)
+    assert (builtin["data"]["batch_size"], report["data"]["batch_size"]) == (32, 64)
 
 
 def printed_config(capsys: pytest.CaptureFixture, args: list[str]) -> dict:
@@ -70,24 +97,21 @@ def printed_config(capsys: pytest.CaptureFixture, args: list[str]) -> dict:
 
 
 @pytest.mark.parametrize("stage", ["feature_selection", "pruning"])
-@pytest.mark.parametrize("recipe", ["builtin", "dcase2022"])
+@pytest.mark.parametrize("recipe", ["builtin", "report"])
 def test_the_shipped_admm_stages_contract_over_their_learning_rates(recipe: str, stage: str,
                                                                    capsys: pytest.CaptureFixture) -> None:
     """The ADMM configs' dual step and period keep the ADMM term convergent from the initial primal learning
     rate down to the annealed one (the built-in's first settings diverged: 1.06 per dual update). Feature
     selection warms its mask up first: converging from the tie of an all-ones mask would keep the lowest bands."""
-    from asc.cli.pipeline import layered
+    from asc.cli.pipeline import stage_configs
     from asc.compress.admm import contraction
 
-    with pytest.raises(SystemExit):
-        main(["fit", *layered([CONFIGS.parent / recipe], stage), "--print_config"])
-    config = yaml.safe_load(capsys.readouterr().out)
+    config = printed_config(capsys, stage_configs(CONFIGS.parent / recipe, stage))
     hp = config["model"]["init_args"]
-    callbacks = config["trainer"]["callbacks"]
-    final = [c["init_args"]["final_lr"] for c in callbacks if c["class_path"].endswith("Annealing")]
-    assert final, "the ADMM configs anneal the primal learning rate"
+    final = hp["schedule"]["final_lr"]
+    assert final is not None, "the ADMM configs anneal the primal learning rate"
     admm = hp["admm"]
-    for lr in (admm["primal_lr"], *final):
+    for lr in (admm["primal_lr"], final):
         rate = contraction(lr, admm["rho"], admm["dual_lr"], admm["update_every"], hp["momentum"], hp["weight_decay"])
         assert rate < 1, (recipe, lr, rate)
     assert (admm["warmup_steps"] > 0) == (stage == "feature_selection")
@@ -95,24 +119,22 @@ def test_the_shipped_admm_stages_contract_over_their_learning_rates(recipe: str,
 
 def test_the_shipped_plus_recipe_is_the_report_with_every_addition_and_honest_selection(
         capsys: pytest.CaptureFixture) -> None:
-    """configs/dcase2022_plus builds on configs/dcase2022 with the three layers, validates on held-out training
-    locations and hands on the best checkpoint; every stage's combined config parses."""
-    from asc.cli.pipeline import layered, read_recipe
+    """configs/plus builds on configs/report with the layers, validates on held-out training locations and hands
+    on the best checkpoint; every stage's combined config parses."""
+    from asc.cli.pipeline import read_recipe, stage_configs
 
-    configs, layers, handover = read_recipe(CONFIGS.parent / "dcase2022_plus")
-    assert configs.resolve() == (CONFIGS.parent / "dcase2022").resolve() and handover == "best"
-    assert [layer.name for layer in layers] == ["freq_mixstyle", "device_irs", "distillation", "dcase2022_plus"]
+    configs, layers, handover = read_recipe(CONFIGS.parent / "plus")
+    assert configs.resolve() == (CONFIGS.parent / "report").resolve() and handover == "best"
+    assert [layer.name for layer in layers] == ["freq_mixstyle", "device_irs", "distillation", "holdout"]
     for stage in ("linear", "tandem", "feature_selection", "pruning", "qat"):
-        with pytest.raises(SystemExit) as printed:
-            main(["fit", *layered([configs, *layers], stage), "--print_config"])
-        assert printed.value.code in (0, None)
-        config = yaml.safe_load(capsys.readouterr().out)
+        config = printed_config(capsys, stage_configs(CONFIGS.parent / "plus", stage))
         init = config["model"]["init_args"]
         assert config["data"]["val_split"] == "holdout" and config["data"]["test_split"] == "evaluate"
-        assert init["freq_mixstyle_p"] > 0 and init["device_ir_p"] > 0 and config["data"]["batch_size"] == 64
+        assert (init["freq_mixstyle_p"], init["device_ir_p"], config["data"]["batch_size"]) == (0.4, 0.4, 64)
         assert init["teacher"] == TEACHERS.get(stage)  # the tandem teaches every compression stage
 
 
+@pytest.mark.slow  # runs pipelines
 def test_a_recipe_runs_from_one_configs_argument_and_a_flag_overrides_its_handover(
         shared_mini_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     tiny_configs(tmp_path / "configs")

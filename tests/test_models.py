@@ -15,6 +15,9 @@ from asc.models import BCResNet, CPMobile, MomentsLinear, ResNorm, Tandem
 from asc.models.architecture import build, describe
 from asc.models.cpmobile import make_divisible
 
+# One torch thread: on a busy 2-core machine the default threads made the training test 11 s instead of 0.2 s.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 #: BC-ResNet Mod-8 (width 8, c = 80, stages of 2, 2, 3, 3 blocks) on 256 x 34 and 192 x 34 log-mels.
 MOD8_PARAMS = 343_130
 MOD8_MACS_256 = 51_389_040

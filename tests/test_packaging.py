@@ -15,6 +15,9 @@ def test_the_distribution_is_not_named_like_the_unrelated_pypi_package() -> None
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["name"] == "asc-dcase2022" and project["scripts"]["asc"] == "asc.cli.main:main"
     assert distribution("asc-dcase2022").entry_points.select(group="console_scripts", name="asc")
+    from asc.version import __version__
+
+    assert distribution("asc-dcase2022").version == __version__ and project.get("version") is None  # one home
 
 
 def test_no_install_instruction_names_the_unrelated_package() -> None:

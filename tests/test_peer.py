@@ -10,12 +10,16 @@ import torch
 
 from asc import load_model
 from asc.models import CPMobile
-from tests.helpers import CONFIGS, one_error_line, run
+from tests.helpers import REPO, config, one_error_line, run
+
+#: The peer's recipe on the built-in data: the shared base files, then configs/peer.yaml.
+PEER = [*config("peer"), "--config", str(REPO / "configs" / "peer.yaml")]
 
 
+@pytest.mark.slow
 def test_the_peer_trains_with_its_own_recipe(mini_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "peer"
-    run("fit", "--config", str(CONFIGS / "base.yaml"), "--config", str(CONFIGS / "peer.yaml"),
+    run("fit", *PEER,
         "--data.root", str(mini_root), "--trainer.default_root_dir", str(out), "--trainer.max_epochs=1",
         "--data.batch_size=4", "--data.cache_workers=0", "--data.progress=false")
     ckpt = out / "checkpoints" / "last.ckpt"
@@ -28,7 +32,6 @@ def test_the_peer_trains_with_its_own_recipe(mini_root: Path, tmp_path: Path) ->
 
 
 def test_an_unknown_optimizer_is_one_line(mini_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    line = one_error_line(capsys, "fit", "--config", str(CONFIGS / "base.yaml"), "--config",
-                          str(CONFIGS / "peer.yaml"), "--data.root", str(mini_root), "--model.optimizer=adam",
+    line = one_error_line(capsys, "fit", *PEER, "--data.root", str(mini_root), "--model.optimizer=adam",
                           "--trainer.default_root_dir", str(tmp_path / "p"))
     assert line == "asc: error: model.optimizer: 'adam' is not one of sgd, adamw"

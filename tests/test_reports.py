@@ -15,6 +15,8 @@ from asc import __version__
 from asc.files import sha256_file
 from tests.helpers import FAST, config, make_mini_root, one_error_line, run
 
+pytestmark = pytest.mark.slow  # every test starts from the module's trained stages
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:

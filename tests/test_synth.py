@@ -33,6 +33,9 @@ from asc.data.synth import SynthSpec, plan, synthesize
 from asc.data.synth.conditions import scene_field
 from asc.errors import AscError
 
+# Most tests write a dataset or read the clips of one the module writes (the plans alone are quick).
+pytestmark = pytest.mark.slow
+
 #: 180 clips: one train and one evaluate location per scene, one all-device segment each.
 SMALL = SynthSpec(train_locations=1, evaluate_locations=1, segments_per_location=1, slices_per_segment=1)
 

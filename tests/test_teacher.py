@@ -15,14 +15,16 @@ from asc.cli.main import main
 from asc.models.ensemble import Ensemble
 from tests.helpers import REPO, layered, one_error_line, tiny_configs
 
+pytestmark = pytest.mark.slow  # a pipeline with the teacher stage; the other test reads the same configs
+
 
 def tiny_ensemble_layer(folder: Path) -> Path:
-    """configs/builtin/ensemble shrunk to seconds: two width-1 members, one epoch."""
+    """configs/layers/ensemble shrunk to seconds (two width-1 members) and the teacher's schedule (one epoch)."""
     folder.mkdir()
-    for path in (REPO / "configs" / "builtin" / "ensemble").glob("*.yaml"):
+    for path in (REPO / "configs" / "layers" / "ensemble").glob("*.yaml"):
         config = yaml.safe_load(path.read_text())
         if path.stem == "teacher":
-            config["trainer"]["max_epochs"] = 1
+            config["trainer"] = {"max_epochs": 1}
             config["model"]["init_args"].update(members=2, width=1)
         (folder / path.name).write_text(yaml.safe_dump(config))
     return folder

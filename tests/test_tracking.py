@@ -182,7 +182,7 @@ def test_shipped_sweep_runs_under_a_wandb_agent(bare: Path, tmp_path: Path, monk
 
     sweep = yaml.safe_load(sweep_file.read_text())
     assert sweeps.schema_violations_from_proposed_config(sweep) == []
-    base = yaml.safe_load((REPO / "configs" / "dcase2022" / "base.yaml").read_text())
+    base = yaml.safe_load((REPO / "configs" / "report" / "base.yaml").read_text())
     monitors = {c.get("init_args", {}).get("monitor") for c in base["trainer"]["callbacks"]} - {None}
     assert sweep["metric"] == {"name": "val/selection", "goal": "maximize"} and monitors == {"val/selection"}
     header = sweep_file.read_text().split("\nprogram:")[0]
@@ -194,7 +194,9 @@ def test_shipped_sweep_runs_under_a_wandb_agent(bare: Path, tmp_path: Path, monk
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(REPO)
     command, values = agent_command(sweep)
-    assert command[:2] == ["asc", "fit"] and sum(part.startswith("--model.") for part in command) == len(values)
+    assert command[:2] == ["asc", "fit"] and sum(part.split("=")[0][2:] in values for part in command) == len(values)
+    starts = [part for part in command if part.startswith("--model.init_ckpt=runs/report/")]  # the stage before
+    assert len(starts) == 1 and starts[0].endswith("/checkpoints/last.ckpt")
     capsys.readouterr()
     with pytest.raises(SystemExit) as exited:  # jsonargparse exits after printing the config
         main([*command[1:], f"--data.root={os.environ['ASC_DATA_ROOT']}", "--print_config"])

@@ -69,7 +69,7 @@ class AscCLI(LightningCLI):
         config = self.config[subcommand] if subcommand else self.config
         if subcommand == "fit":  # what the checkpoints will record, as `asc pipeline` compares it
             self.run_config = normalized_config(self._subcommand_parsers[subcommand].dump(config))
-        root = run_folder(config.trainer.get("default_root_dir") or "runs/default")
+        root = run_folder(config.trainer.get("default_root_dir") or default_run_folder(config.model))
         config.trainer.default_root_dir = root
         ensure_folder(root, "trainer.default_root_dir")
         if subcommand == "fit" and config.get("ckpt_path") and config.model.get("init_args"):
@@ -182,6 +182,12 @@ class AscCLI(LightningCLI):
         writers = [c for c in self.trainer.callbacks if isinstance(c, SubmissionWriter) and c.path is not None]
         if writers and self.trainer.is_global_zero:
             print(f"submission written to {writers[0].path.resolve()}")
+
+
+def default_run_folder(model: Any) -> str:
+    """``runs/<stage>`` (``runs/tandem`` for TandemStage) when no run folder is named."""
+    name = str((model or {}).get("class_path") or "default").rsplit(".", 1)[-1].removesuffix("Stage")
+    return f"runs/{re.sub(r'(?<=[a-z])(?=[A-Z])', '_', name).lower()}"
 
 
 def run_folder(root: str) -> str:

@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE)
         return 0 if args else 2
     if args[0] in ("-V", "--version"):
-        from asc import __version__
+        from asc.version import __version__
 
         print(f"asc {__version__}")
         return 0

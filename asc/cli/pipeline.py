@@ -6,8 +6,8 @@ whose ``model.teacher`` names ``teacher`` learn from its handed-over checkpoint 
 holds ``base.yaml`` (what every stage shares) and one ``<stage>.yaml`` per stage (what differs); each
 stage starts from the previous stage's last checkpoint (``model.init_ckpt``) and is tested on its own
 checkpoint. The summary holds the report's Table 1 (per device) and Table 2 (params, MMACs, bits,
-accuracy, log loss) rows for the run. A recipe folder (``recipe.yaml``, e.g. configs/dcase2022_plus) builds on
-another configs folder with layers and a hand-over, so that one ``--configs`` argument runs it.
+accuracy, log loss) rows for the run. A recipe folder (``recipe.yaml``, e.g. configs/builtin, configs/plus) builds on
+another recipe with layers and a hand-over, so that one ``--configs`` argument runs it.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ def pipeline(argv: Sequence[str]) -> int:
         epilog="Any other argument (--key=value) goes to every stage's asc fit and asc test, e.g. "
                "--trainer.max_epochs=2 or --data.num_workers=4.")
     parser.add_argument("--configs", type=Path, default=Path("configs/builtin"),
-                        help="base.yaml + one <stage>.yaml per stage (configs/builtin or configs/dcase2022), or a "
-                             "recipe folder (recipe.yaml: configs/dcase2022_plus)")
+                        help="a recipe (configs/builtin, configs/report, configs/plus): base.yaml + one <stage>.yaml "
+                             "per stage, or a folder whose recipe.yaml names the recipe it builds on and its layers")
     parser.add_argument("--data.root", dest="root", required=True, help="dataset root")
     parser.add_argument("--out", type=Path, required=True, help="output folder: one subfolder per stage")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
@@ -53,7 +53,7 @@ def pipeline(argv: Sequence[str]) -> int:
                              "the default unless a recipe says otherwise) or the best by validation (with "
                              "--data.val_split holdout: no choice sees the test split)")
     parser.add_argument("--layer", type=Path, action="append", default=[], metavar="FOLDER",
-                        help="a folder of extra config layers (repeatable, e.g. configs/builtin/beyond/freq_mixstyle): "
+                        help="a folder of extra config layers (repeatable, e.g. configs/layers/freq_mixstyle): "
                              "its base.yaml goes to every stage and its <stage>.yaml to that stage, after the configs")
     parser.add_argument("--skip-done", action="store_true",
                         help="reuse a stage whose checkpoint was made from the same start and config and is tested; "
@@ -106,7 +106,7 @@ def teacher_flag(config: dict[str, Any], teacher: Path | None) -> str | None:
         return None
     if teacher is None:
         raise AscError("model.teacher: names the teacher stage, which this run has not got (add the layer that "
-                       "holds teacher.yaml, e.g. --layer configs/builtin/ensemble)")
+                       "holds teacher.yaml, e.g. --layer configs/layers/ensemble)")
     return f"--model.teacher=[{','.join(str(teacher) if s == TEACHER_STAGE else s for s in sources)}]"
 
 
@@ -196,11 +196,26 @@ def tested_report(folder: Path, checkpoint: Path, split: str) -> Path | None:
 
 
 def read_recipe(folder: Path) -> tuple[Path, list[Path], str | None]:
-    """The configs folder, layers and hand-over a recipe folder names (paths relative to it; its own base.yaml and
-    <stage>.yaml come last), so that a recommended recipe holds only what it adds; any other folder is itself."""
+    """The configs folder, layers and hand-over a recipe folder names (paths relative to it; the folder named by
+    ``configs`` may be a recipe itself; the recipe's own base.yaml and <stage>.yaml come last), so that a recipe
+    holds only what it adds; any other folder is itself."""
     path = folder / RECIPE
     if not path.is_file():
         return folder, [], None
+    spec = _recipe_spec(path)
+    layers = [folder / str(layer) for layer in spec.get("layers") or []]
+    missing = [str(layer) for layer in layers if not layer.is_dir()]
+    if missing:
+        raise AscError(f"{path}: layer folder(s) {missing} not found")
+    if not (folder / spec["configs"]).is_dir():
+        raise AscError(f"{path}: configs folder {spec['configs']} not found")
+    configs, inner, handover = read_recipe(folder / spec["configs"])
+    own = [folder] if holds_configs(folder) else []
+    return configs, [*inner, *layers, *own], spec.get("handover") or handover
+
+
+def _recipe_spec(path: Path) -> dict[str, Any]:
+    """A recipe.yaml, checked: ``configs: FOLDER`` and optionally ``layers: [FOLDER, ...]`` and ``handover``."""
     import yaml
 
     try:
@@ -216,12 +231,13 @@ def read_recipe(folder: Path) -> tuple[Path, list[Path], str | None]:
         raise AscError(f"{path}: handover {spec['handover']!r} is not one of {', '.join(HANDOVERS)}")
     if not isinstance(spec.get("layers") or [], list):
         raise AscError(f"{path}: layers must be a list of folders")
-    layers = [folder / str(layer) for layer in spec.get("layers") or []]
-    missing = [str(layer) for layer in layers if not layer.is_dir()]
-    if missing:
-        raise AscError(f"{path}: layer folder(s) {missing} not found")
-    own = [folder] if holds_configs(folder) else []
-    return folder / spec["configs"], [*layers, *own], spec.get("handover")
+    return spec
+
+
+def stage_configs(recipe: Path, stage: str, extra_layers: Sequence[Path] = ()) -> list[str]:
+    """``--config`` arguments of one stage of a recipe or configs folder (and more layers): what ``asc fit`` takes."""
+    configs, layers, _handover = read_recipe(recipe)
+    return layered([configs, *layers, *extra_layers], stage)
 
 
 def holds_configs(folder: Path) -> bool:
@@ -267,12 +283,19 @@ def _earlier_teacher(out: Path, handover: str) -> Path | None:
 
 
 def _has_config(folders: Sequence[Path], stage: str) -> bool:
-    """Whether a stage runs: its config is in the configs folder, or (optional stages) in a layer."""
-    if (folders[0] / f"{stage}.yaml").is_file():
+    """Whether a stage runs: its config is in the configs folder; an optional stage runs when one of the
+    folders names its stage class (``model.class_path``), not for a layer that only tunes its schedule."""
+    import yaml
+
+    if stage not in OPTIONAL:
+        if not (folders[0] / f"{stage}.yaml").is_file():
+            raise AscError(f"{folders[0] / (stage + '.yaml')}: config of stage {stage!r} not found")
         return True
-    if stage in OPTIONAL:
-        return any((folder / f"{stage}.yaml").is_file() for folder in folders[1:])
-    raise AscError(f"{folders[0] / (stage + '.yaml')}: config of stage {stage!r} not found")
+    for folder in folders:
+        path = folder / f"{stage}.yaml"
+        if path.is_file() and ((yaml.safe_load(path.read_text()) or {}).get("model") or {}).get("class_path"):
+            return True
+    return False
 
 
 def write_summary(out: Path, stages: Sequence[str], results: dict[str, StageResult]) -> str:

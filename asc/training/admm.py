@@ -99,7 +99,7 @@ class ADMMStage(SceneModule, ABC):
 
     def configure_callbacks(self) -> list[Callback]:
         """The ADMM phases come with the stage: no config can leave them out."""
-        return [Masking()]
+        return [*super().configure_callbacks(), Masking()]
 
     @property
     def selectable(self) -> bool:

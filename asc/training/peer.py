@@ -13,7 +13,7 @@ from asc.training.stage import SceneModule
 class CPMobileStage(SceneModule):
     """The peer: the DCASE 2024 Task 1 baseline network (CP-Mobile, 61,148 parameters, 29.4 MMACs on 256 x 65)
     trained from scratch, side by side with the tandem; its recipe (32 kHz log-mels of 65 frames, AdamW,
-    cosine schedule after a warm-up, Freq-MixStyle, time roll) is ``configs/builtin/peer.yaml``. Not in the
+    cosine schedule after a warm-up, Freq-MixStyle, time roll) is ``configs/peer.yaml``. Not in the
     report.
 
     Args:

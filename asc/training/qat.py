@@ -49,7 +49,7 @@ class QATStage(SceneModule):
 
     def configure_callbacks(self) -> list[Callback]:
         """The quantizers come with the stage: no config can leave them out and train a float model."""
-        return [QAT()]
+        return [*super().configure_callbacks(), QAT()]
 
     @property
     def calibration_batches(self) -> int:

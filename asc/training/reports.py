@@ -13,6 +13,7 @@ from asc.data.layout import DEVICES, SCENES
 from asc.errors import AscError
 from asc.files import atomic_path, atomic_write, csv_text, sha256_file
 from asc.training.console import say
+from asc.version import __version__
 
 #: The split a run's test report is of (the report tests on fold 1's evaluate split); the reports of other
 #: splits go to folders of their own (``test-<split>``), so that one never replaces the other.
@@ -28,8 +29,6 @@ def measurement(measured_file: str | Path | None, split: str | None, data_root: 
                 clips: int | None = None) -> dict[str, Any]:
     """What a test measures: the file (checkpoint or export; path and content hash), the split, the data
     root (absolute), the number of clips and the asc version. A report without it could be of anything."""
-    from asc import __version__
-
     path = Path(measured_file).resolve() if measured_file else None
     return {"checkpoint": str(path) if path else None,
             "checkpoint_sha256": sha256_file(path) if path and path.is_file() else None,

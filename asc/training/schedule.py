@@ -1,4 +1,4 @@
-"""Callbacks of the recipe: warmup and annealing of the learning rate (§3.3), and the ADMM phases.
+"""The learning-rate schedule of the recipe (§3.3): a warm-up to the stage's learning rate, then annealing.
 
 The learning-rate callbacks set the learning rate of every step from the fractional epoch, so a
 schedule written in epochs means the same for any dataset size. ``param_group`` restricts a callback
@@ -8,6 +8,7 @@ to one named parameter group (the ADMM stage anneals the primal group and leaves
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
@@ -92,3 +93,30 @@ class Annealing(Callback):
 
 
 
+
+
+@dataclass(frozen=True)
+class LRSchedule:
+    """A stage's learning-rate schedule (``model.schedule``): a linear warm-up from 0 to the stage's ``lr`` over
+    ``warmup_epochs``, then annealing to ``final_lr`` at the last epoch (``shape``: exponential, cosine or
+    linear); no ``final_lr``: constant after the warm-up. The stage adds the Warmup and Annealing callbacks."""
+
+    warmup_epochs: float = 0.0
+    final_lr: float | None = None
+    shape: str = "exponential"
+
+    def __post_init__(self) -> None:
+        if self.warmup_epochs < 0:
+            raise AscError(f"model.schedule.warmup_epochs: {self.warmup_epochs} must not be negative")
+        if self.final_lr is not None and self.final_lr <= 0:
+            raise AscError(f"model.schedule.final_lr: {self.final_lr} must be positive")
+        if self.shape not in SHAPES:
+            raise AscError(f"model.schedule.shape: {self.shape!r} is not one of {', '.join(SHAPES)}")
+
+    def callbacks(self, lr: float) -> list[Callback]:
+        """The Warmup and Annealing callbacks of this schedule for a stage whose peak learning rate is ``lr``."""
+        callbacks: list[Callback] = [Warmup(epochs=self.warmup_epochs, peak_lr=lr)] if self.warmup_epochs > 0 else []
+        if self.final_lr is not None:
+            callbacks.append(Annealing(start_epoch=self.warmup_epochs, start_lr=lr, final_lr=self.final_lr,
+                                       shape=self.shape))
+        return callbacks

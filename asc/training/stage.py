@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
@@ -39,6 +40,7 @@ from asc.training.reports import (
     write_fit_metrics,
     write_report,
 )
+from asc.training.schedule import LRSchedule
 
 log = logging.getLogger(__name__)
 OPTIMIZERS = ("sgd", "adamw")
@@ -55,7 +57,9 @@ class SceneModule(L.LightningModule):
     ``data.features``: nothing about the input is typed twice.
 
     Args:
-        lr: SGD learning rate before the Warmup/Annealing callbacks take over (report: 0.035 peak).
+        lr: the learning rate, the peak of the schedule (report: 0.035).
+        schedule: the learning-rate schedule (``LRSchedule``: warm-up epochs, final learning rate, shape);
+            the stage adds its Warmup and Annealing callbacks.
         momentum: SGD momentum (0.9).
         weight_decay: weight decay (0.001; AdamW's is decoupled from the gradient).
         optimizer: ``sgd`` (the report's) or ``adamw`` (CP-Mobile's recipe).
@@ -82,6 +86,7 @@ class SceneModule(L.LightningModule):
     def __init__(
         self,
         lr: float = 0.035,
+        schedule: LRSchedule = LRSchedule(),
         momentum: float = 0.9,
         weight_decay: float = 1e-3,
         optimizer: str = "sgd",
@@ -103,7 +108,9 @@ class SceneModule(L.LightningModule):
         # Called here, innermost, it collects the arguments of every subclass __init__ still on the stack
         # too, so a stage built directly in Python has all its hyperparameters, defaults included. The
         # features travel in the checkpoint's contract instead (plain values, one owner: data.features).
-        self.save_hyperparameters(ignore=["features", "admm"])
+        self.save_hyperparameters(ignore=["features", "admm", "schedule"])
+        self.hparams["schedule"] = asdict(schedule)  # plain values: checkpoints stay loadable with weights_only
+        self.schedule = schedule
         self.augmentations = Augmentations(roll, freq_mask, freq_mixstyle_p, freq_mixstyle_alpha, device_ir_p)
         if optimizer not in OPTIMIZERS:
             raise AscError(f"model.optimizer: {optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
@@ -122,6 +129,10 @@ class SceneModule(L.LightningModule):
         self.test_summary: dict[str, Any] | None = None
         self.report_dir: Path | None = None
         self.measured: dict[str, Any] | None = None
+
+    def configure_callbacks(self) -> list[Callback]:
+        """The callbacks that come with the stage (its learning-rate schedule; ADMM and QAT stages add theirs)."""
+        return self.schedule.callbacks(self.hparams.lr)
 
     # ----------------------------------------------------------------- model
     def forward(self, x: Tensor) -> Tensor:
