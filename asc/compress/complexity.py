@@ -85,9 +85,7 @@ def count_complexity(model: nn.Module, n_frames: int, bits: int = 32) -> Complex
     architecture. Other modules are counted on a copy.
 
     Counting draws nothing from the global random generator (the twin's initialisation and torchinfo's
-    random probe input run on a forked one): before this, the redesign's wider probe (all front-end rows)
-    shifted every later random draw of a feature-selection run at its hand-over (README, "Before and
-    after the redesign").
+    random probe input run on a forked one), so counting a model never changes a training run's later draws.
     """
     with torch.random.fork_rng(devices=[]):
         probe = _float_twin(model).cpu().eval()

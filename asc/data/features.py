@@ -23,7 +23,7 @@ class FeatureSettings:
     """Every setting of the log-mel front end; a cache is keyed on all of them.
 
     The report's "window length of 130ms, overlap of 30ms" is read as a 130 ms window with a
-    30 ms hop (34 frames per 1-s clip): only then do its MAC figures add up (see README).
+    30 ms hop (34 frames per 1-s clip): only then do its MAC figures add up (docs/method.md).
     """
 
     sample_rate: int = 16_000

@@ -1,4 +1,4 @@
-"""The stages that train a network from scratch: the linear moments model (stage 1) and the tandem (stage 2)."""
+"""Stage 1 of the report (§2.1): the linear model on the global moments, trained alone with an L1 penalty."""
 
 from __future__ import annotations
 

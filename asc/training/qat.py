@@ -1,4 +1,4 @@
-"""Quantization-aware training (report §2.4) and evaluation of exported ONNX models.
+"""Stage 5 of the report (§2.4): int8 quantization-aware training, and the QAT callback that quantizes.
 
 ``QATStage`` starts from the pruned tandem; the ``QAT`` callback inserts TensorRT-style int8
 quantizers (weights per-channel symmetric, activations per-tensor symmetric), calibrates them on

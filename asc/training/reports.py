@@ -1,5 +1,6 @@
-"""What a user reads: test reports (metrics.json, the per-device table of the report's Table 1, the
-confusion matrix as PNG and CSV), the challenge's submission CSV, and console lines (rank zero only)."""
+"""Test reports: what a test measured (checkpoint, split, data root, clips, version), metrics.json, the per-device
+table of the report's Table 1 and the confusion matrix as PNG and CSV, one folder per split, never over the report
+of another measurement."""
 
 from __future__ import annotations
 

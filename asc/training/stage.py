@@ -1,4 +1,4 @@
-"""``SceneModule``: the LightningModule every stage builds on (``stages``, ``admm_stages``, ``qat_stage``).
+"""``SceneModule``: the LightningModule every stage builds on (linear, tandem, teacher, peer, the ADMM stages, QAT).
 
 It holds what every stage shares: the augmentations of §3.3, SGD, per-device metrics
 at epoch end, test reports, and the checkpoint's contract (architecture description and front-end

@@ -1,4 +1,4 @@
-"""A CPU int8 deployment form of a QAT model: ONNX that onnxruntime runs with integer kernels (issue 13 §2).
+"""A CPU int8 deployment form of a QAT model: ONNX that onnxruntime runs with integer kernels.
 
 The TensorRT Q/DQ export (:func:`asc.compress.onnx_export.export_onnx`) is slower than float in
 onnxruntime on a CPU: ORT runs its Q/DQ pairs as quantize-dequantize passes around float kernels. This
