@@ -8,6 +8,7 @@ DEMO_DATA ?= $(BUILD)/demo/data
 DEMO_RUNS ?= $(BUILD)/demo/runs
 WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 BENCH_ARGS ?=
+SEEDS ?=
 
 # Keep every cache and offline log inside the build tree; W&B stays offline unless the user says otherwise.
 export XDG_CACHE_HOME ?= $(CURDIR)/$(BUILD)/cache
@@ -41,11 +42,18 @@ test-fast: venv
 	mkdir -p $(MPLCONFIGDIR) $(WANDB_DIR)
 	$(PY) -m pytest -q -m "not slow" tests
 
+# make demo SEEDS="0 1 2": one pipeline per seed (build/demo/runs/seed<N>), then their spread (build/demo/spread.md).
 demo: venv
 	mkdir -p $(MPLCONFIGDIR) $(WANDB_DIR)
 	$(VENV)/bin/asc synth $(DEMO_DATA) --size demo --workers $(WORKERS)
 	$(VENV)/bin/asc cache $(DEMO_DATA) --workers $(WORKERS)
+ifeq ($(strip $(SEEDS)),)
 	$(VENV)/bin/asc pipeline --configs configs/builtin --data.root $(DEMO_DATA) --out $(DEMO_RUNS) --skip-done
+else
+	for seed in $(SEEDS); do $(VENV)/bin/asc pipeline --configs configs/builtin --data.root $(DEMO_DATA) \
+		--out $(DEMO_RUNS)/seed$$seed --skip-done --seed_everything=$$seed || exit 1; done
+	$(PY) -m benchmarks.spread $(foreach seed,$(SEEDS),$(DEMO_RUNS)/seed$(seed)) --out $(BUILD)/demo/spread.md
+endif
 
 # One table of every benchmark (benchmarks/run.py), also written to $(BUILD)/bench/bench.{json,md};
 # BENCH_ARGS=--quick checks the machinery in a few minutes (its figures mean nothing).

@@ -340,3 +340,16 @@ def test_the_cpu_int8_row_calls_export_onnx_cpu_with_the_qat_model_and_keeps_a_f
     module.export_onnx_cpu = broken
     assert inference.export_cpu_int8(qmodel, example, tmp_path / "b.onnx") == (
         "export failed: RuntimeError: no int8 kernel")
+
+
+def test_the_demo_spread_is_each_stages_mean_and_std_over_the_seeds_and_every_seed(tmp_path: Path) -> None:
+    from benchmarks import spread
+
+    for seed, accuracy in ((0, 0.5), (1, 0.7)):
+        for stage in ("linear", "tandem", "feature_selection", "pruning", "qat"):
+            fake_metrics(tmp_path / f"seed{seed}" / stage, accuracy)
+    assert spread.main([str(tmp_path / "seed0"), str(tmp_path / "seed1"), "--out", str(tmp_path / "s.md")]) == 0
+    text = (tmp_path / "s.md").read_text()
+    assert "| Tandem | 60.00 ± 14.14 | 50.00, 70.00 |" in text and "2 seeds (seed0, seed1)" in text
+    assert text.count("| Pruned+Quant. |") == 1
+    assert spread.main([str(tmp_path / "seed9")]) == 2

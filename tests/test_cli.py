@@ -166,6 +166,10 @@ def test_a_fit_prints_one_line_per_epoch(mini_root: Path, tmp_path: Path, capsys
     final = json.loads((tmp_path / "l" / "fit_metrics.json").read_text())  # readable without W&B's reader
     assert final["epoch"] == 2 and "train/loss" in final["metrics"]
     assert lines[1].split("val accuracy ")[1].startswith(f"{100 * final['metrics']['val/accuracy']:.2f} %")
+    with (tmp_path / "l" / "history.csv").open() as handle:  # the same figures, per epoch, for asc plot's curves
+        history = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in history] == ["1", "2"]
+    assert float(history[1]["val_accuracy"]) == pytest.approx(final["metrics"]["val/accuracy"])
     assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("asc 0.")
     assert re.fullmatch(r"epoch 1/2: train loss \d+\.\d{4}, val accuracy \d+\.\d\d %, \d+\.\d s", lines[0]), lines
     assert lines[1].startswith("epoch 2/2: ")

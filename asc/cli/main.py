@@ -20,6 +20,7 @@ Extra commands:
   complexity       params and MACs of a checkpoint (--ckpt_path CKPT [--json])
   pipeline         fit and test every stage in order (--data.root DIR --out DIR [--configs DIR])
   sweep FILE       run a W&B sweep file offline (--count N --out DIR -- fit overrides)
+  plot RUN         pictures of a run folder: the chain of stages, per device, confusion matrices, curves
   export           checkpoint -> ONNX (Q/DQ int8 for QAT) + front-end JSON, checked in onnxruntime
                    (--ckpt_path CKPT --out model.onnx [--data.root DIR] [--engine model.plan])
 
@@ -59,10 +60,10 @@ def error_line(error: AscError) -> str:
 
 
 def _extra_commands() -> dict[str, Callable[[Sequence[str]], int]]:
-    from asc.cli import data_commands, export, model_commands, pipeline, sweep
+    from asc.cli import data_commands, export, model_commands, pipeline, plot, sweep
 
     return {"synth": data_commands.synth, "cache": data_commands.cache, "complexity": model_commands.complexity,
-            "pipeline": pipeline.pipeline, "sweep": sweep.sweep, "export": export.export}
+            "pipeline": pipeline.pipeline, "sweep": sweep.sweep, "export": export.export, "plot": plot.plot}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

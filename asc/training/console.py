@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
+
+from asc.files import atomic_write, csv_text
 
 
 @rank_zero_only
@@ -18,7 +22,9 @@ def say(message: str) -> None:
 
 class EpochLine(Callback):
     """One console line per training epoch, so a long fit without a progress bar (a log file, CI, a batch
-    job) shows where it is: ``epoch 3/20: train loss 1.234, val accuracy 45.67 %, 12.3 s``."""
+    job) shows where it is: ``epoch 3/20: train loss 1.234, val accuracy 45.67 %, 12.3 s``; the same figures
+    go to ``RUN/history.csv``, one row per epoch (the training curves of ``asc plot``; a resumed fit keeps the
+    rows of the epochs it does not train again)."""
 
     def __init__(self) -> None:
         self.losses: list[float] = []
@@ -34,10 +40,31 @@ class EpochLine(Callback):
             self.losses.append(float(loss))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"]
+        row = {"epoch": trainer.current_epoch + 1, "seconds": round(time.monotonic() - self.started, 1),
+               "lr": trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else None}
+        parts = [f"epoch {row['epoch']}/{trainer.max_epochs}"]
         if self.losses:
-            parts.append(f"train loss {sum(self.losses) / len(self.losses):.4f}")
+            row["train_loss"] = sum(self.losses) / len(self.losses)
+            parts.append(f"train loss {row['train_loss']:.4f}")
         accuracy = trainer.callback_metrics.get("val/accuracy")
         if accuracy is not None:
-            parts.append(f"val accuracy {100 * float(accuracy):.2f} %")
-        say(": ".join([parts[0], ", ".join([*parts[1:], f"{time.monotonic() - self.started:.1f} s"])]))
+            row["val_accuracy"] = float(accuracy)
+            parts.append(f"val accuracy {100 * row['val_accuracy']:.2f} %")
+        say(": ".join([parts[0], ", ".join([*parts[1:], f"{row['seconds']:.1f} s"])]))
+        if trainer.is_global_zero:
+            append_history(Path(trainer.default_root_dir) / HISTORY_FILE, row)
+
+
+HISTORY_FILE = "history.csv"
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_accuracy", "lr", "seconds")
+
+
+def append_history(path: Path, row: dict[str, Any]) -> None:
+    """Add one epoch's row to ``history.csv``, replacing rows of that epoch and later ones (a fit resumed from an
+    earlier checkpoint, or the same run folder fit again from scratch)."""
+    rows: list[dict[str, Any]] = []
+    if path.is_file():
+        with path.open(newline="") as handle:
+            rows = [old for old in csv.DictReader(handle) if int(float(old["epoch"])) < row["epoch"]]
+    rows.append(row)
+    atomic_write(path, csv_text([HISTORY_COLUMNS, *([r.get(key, "") for key in HISTORY_COLUMNS] for r in rows)]))

@@ -12,8 +12,9 @@ import lightning as L
 
 from asc.data.layout import DEVICES, SCENES
 from asc.errors import AscError
-from asc.files import atomic_path, atomic_write, csv_text, sha256_file
+from asc.files import atomic_write, csv_text, sha256_file
 from asc.training.console import say
+from asc.training.plots import plot_confusion
 from asc.version import __version__
 
 #: The split a run's test report is of (the report tests on fold 1's evaluate split); the reports of other
@@ -137,34 +138,6 @@ def write_report(folder: Path, name: str, summary: dict[str, Any], complexity: d
     title = f"{name}: accuracy {_percent(summary['accuracy'])} %"
     plot_confusion(summary["confusion"], folder / "confusion.png", title=title)
     return atomic_write(folder / "metrics.json", json.dumps(metrics, indent=2))
-
-
-def plot_confusion(confusion: list[list[int]], path: Path, title: str) -> None:
-    """Row-normalised confusion matrix with counts, as in the report's Figure 2."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    counts = np.asarray(confusion, dtype=float)
-    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    figure, axes = plt.subplots(figsize=(8, 7))
-    axes.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    for (i, j), value in np.ndenumerate(counts):
-        axes.text(j, i, f"{int(value)}", ha="center", va="center", fontsize=7,
-                  color="white" if rates[i, j] > 0.5 else "black")
-    axes.set_xticks(range(len(SCENES)), SCENES, rotation=45, ha="right")
-    axes.set_yticks(range(len(SCENES)), SCENES)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    axes.set_title(title)
-    figure.tight_layout()
-    try:
-        with atomic_path(path) as partial:
-            figure.savefig(partial, dpi=120, format="png")
-    finally:
-        plt.close(figure)
 
 
 def log_report_to_wandb(logger: Any, summary: dict[str, Any], folder: Path) -> None:
