@@ -260,3 +260,20 @@ def test_mixed_precision_trains_and_tests_in_float(runs: dict[str, Path], tmp_pa
     run("test", "--ckpt_path", str(ckpt), "--data.root", str(runs["root"]), "--trainer.default_root_dir", str(out))
     report = json.loads((out / "test" / "metrics.json").read_text())
     assert report["clips"] == 5 and report["accuracy"] * 5 == pytest.approx(round(report["accuracy"] * 5))
+
+
+def test_without_a_terminal_long_loops_print_progress_lines(runs: dict[str, Path], capsys: pytest.CaptureFixture,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """In a log (CI, SLURM: no terminal, so no progress bar) training, validation, test and predict print lines
+    with counts and the time left (here every update: the default is one line every 30 s)."""
+    from asc.training import console
+
+    monkeypatch.setattr(console.ProgressLines, "__init__", lambda self, every=0.0: setattr(self, "every", every)
+                        or setattr(self, "progress", None))
+    tandem = runs["tandem"] / "checkpoints" / "last.ckpt"
+    capsys.readouterr()
+    run("test", "--ckpt_path", str(tandem), "--trainer.default_root_dir", str(runs["tandem"]))
+    run("predict", "--ckpt_path", str(tandem), "--trainer.default_root_dir", str(runs["tandem"]))
+    printed = capsys.readouterr().out
+    assert re.search(r"^test: 1/2 batches \(50\.0 %\), [\d.]+ batches/s, \d+ s left$", printed, re.M), printed
+    assert re.search(r"^predict: 1/2 batches \(50\.0 %\)", printed, re.M), printed

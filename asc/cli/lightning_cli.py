@@ -117,6 +117,10 @@ class AscCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # a user's own plugin is left alone
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        if trainer.progress_bar_callback is None and trainer.is_global_zero:  # a log, not a terminal: lines
+            from asc.training.console import ProgressLines
+
+            trainer.callbacks.append(ProgressLines())
         for logger in trainer.loggers:
             # Lightning passes anonymous=None, which the pinned wandb answers with a deprecation warning in
             # every run ("The anonymous setting has no effect"); an unset value says nothing.

@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from asc.data.audio import AudioIssues, load_clip
 from asc.data.features import FeatureSettings, LogMel
 from asc.errors import AscError
 from asc.files import PARTIAL, atomic_path, atomic_write, claim_space, ensure_folder, size_text, write_failure
+from asc.progress import Progress
 
 log = logging.getLogger(__name__)
 CACHE_DIR_NAME = ".asc_cache"
@@ -182,7 +182,7 @@ class FeatureCache:
     def _compute(self, workers: int, progress: bool):
         chunks = [(start, self.filenames[start : start + CHUNK]) for start in range(0, len(self.filenames), CHUNK)]
         jobs = [(str(self.root), self.settings, start, names) for start, names in chunks]
-        bar = tqdm(total=len(self.filenames), desc="log-mel cache", unit="clip", disable=not progress)
+        bar = Progress(len(self.filenames), "log-mel cache", unit="clip", enabled=progress)
         try:
             if workers > 1:
                 import multiprocessing

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
 from asc.files import atomic_write, csv_text
+from asc.progress import Progress
 
 
 @rank_zero_only
@@ -68,3 +70,63 @@ def append_history(path: Path, row: dict[str, Any]) -> None:
             rows = [old for old in csv.DictReader(handle) if int(float(old["epoch"])) < row["epoch"]]
     rows.append(row)
     atomic_write(path, csv_text([HISTORY_COLUMNS, *([r.get(key, "") for key in HISTORY_COLUMNS] for r in rows)]))
+
+
+class ProgressLines(Callback):
+    """Where no progress bar is drawn (a CI log, a SLURM job's file), one line at most every ``every`` seconds
+    during a long loop, with counts and the time left: training batches of an epoch, validation, test and
+    predict (``asc.progress``). The CLI adds it whenever the trainer has no progress bar."""
+
+    def __init__(self, every: float = 30.0) -> None:
+        self.every = every
+        self.progress: Progress | None = None
+
+    def start(self, total: Any, desc: str) -> None:
+        batches = int(sum(total) if isinstance(total, list) else total) if total not in (None, float("inf")) else 0
+        self.progress = Progress(batches, desc, unit="batch", every=self.every, stream=sys.stdout, final_line=False)
+
+    def step(self) -> None:
+        if self.progress is not None:
+            self.progress.update(1)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start(trainer.num_training_batches, f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}: training")
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self.step()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.stop()
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.start(trainer.num_val_batches, "validation")
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self.step()
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.stop()
+
+    def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start(trainer.num_test_batches, "test")
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self.step()
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.stop()
+
+    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start(trainer.num_predict_batches, "predict")
+
+    def on_predict_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self.step()
+
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.stop()

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile
-from tqdm.auto import tqdm
 
 from asc.data.layout import AUDIO_DIR, FOLD_COLUMNS, FOLD_FILES, META_COLUMNS, META_FILE, SAMPLE_RATE, ClipName
 from asc.data.synth.conditions import Conditions
@@ -24,6 +23,7 @@ from asc.data.synth.devices import IMPULSE_RESPONSE_DEVICES, impulse_response, r
 from asc.data.synth.planning import SPLITS, SynthRow, SynthSpec, plan
 from asc.errors import AscError
 from asc.files import atomic_path, atomic_write
+from asc.progress import Progress
 
 #: Written first into a dataset root; lets ``synthesize`` overwrite its own output but nothing else.
 MARKER_FILE = ".asc_synth.json"
@@ -72,8 +72,8 @@ def write_wav(path: Path, audio: np.ndarray) -> None:
 
 
 def _run_jobs(jobs: list[_Job], total: int, workers: int, progress: bool) -> Iterator[int]:
-    """Yield per-job file counts, in worker processes when ``workers`` > 1, with an optional progress bar."""
-    bar = tqdm(total=total, desc="synthetic dataset", unit="clip", disable=not progress)
+    """Yield per-job file counts, in worker processes when ``workers`` > 1, with optional progress (``Progress``)."""
+    bar = Progress(total, "synthetic dataset", unit="clip", enabled=progress)
     try:
         if workers > 1:
             import multiprocessing
