@@ -53,6 +53,9 @@ def test_pipeline_compresses_to_the_limits(pipeline: Pipeline, capsys: pytest.Ca
     mini_root, out, printed = pipeline.root, pipeline.out, pipeline.printed
     assert "| Pruned |" in printed and "| Feature Sel. |" in printed and "| Linear |" in printed
 
+    for stage in ("feature_selection", "pruning"):  # the ADMM stages train at their primal learning rate
+        hp = torch.load(out / stage / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
+        assert hp["lr"] == hp["admm"]["primal_lr"] == 0.005, (stage, hp["lr"])
     selection = json.loads((out / "feature_selection" / "test" / "compression.json").read_text())[-1]
     assert len(selection["bands"]) == 32 and selection["after"]["macs"] < selection["before"]["macs"]
     pruned_ckpt = out / "pruning" / "checkpoints" / "last.ckpt"

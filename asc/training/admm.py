@@ -86,12 +86,15 @@ class ADMMStage(SceneModule, ABC):
     and ``compression_details()``.
 
     Args:
-        admm: the ADMM schedule (``ADMMSettings``); its ``primal_lr`` is the stage's ``lr``.
+        admm: the ADMM schedule (``ADMMSettings``); its ``primal_lr`` is the stage's ``lr`` (the peak of its
+            schedule), whatever ``lr`` says: the CLI passes every argument, defaults included, so a default
+            ``lr`` must not win over the ADMM schedule's.
     """
 
     def __init__(self, admm: ADMMSettings = ADMMSettings(), **kwargs: Any) -> None:
-        kwargs.setdefault("lr", admm.primal_lr)
+        kwargs["lr"] = admm.primal_lr
         super().__init__(**kwargs)
+        self.hparams["lr"] = admm.primal_lr  # save_hyperparameters took the outer __init__'s (default) lr
         self.hparams["admm"] = asdict(admm)  # plain values: checkpoints stay loadable with weights_only
         self.settings = admm
         self.admm: ADMM | None = None  # the Masking callback's engine, during the update epochs
