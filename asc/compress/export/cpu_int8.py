@@ -175,24 +175,21 @@ def _conv_requantized(g: _Graph, xq: str, conv: nn.Conv2d, bn: nn.Module, consum
 def _resnorm(g: _Graph, x: str, norm: nn.Module, channels: int, freq: int, frames: int) -> str:
     """ResNorm ``lam*x + (x - mean) / std`` over channels and time, as ``x * a - b`` per (clip, band).
 
-    Mean and mean square come from reductions over the channel axis of a ``(B, C, F*T)`` view (ORT's
-    fast path; reducing axes 1 and 3 at once is about 4x slower), then over time on a C-times smaller
-    tensor, rescaled from the padded to the real channel count; ``a`` and ``b`` are expanded over time
-    so the final multiply-add broadcasts over long rows. The variance is ``E[x²] - E[x]²`` (clamped
-    at 0): block inputs are ReLU outputs of moderate size.
+    STATS_VARIANT experiment.
     """
     if norm.channel_mask is not None:
         raise AscError("the model still holds pruning masks: export the physically pruned checkpoint")
     padded = _lanes(channels)
     flat = g.op("Reshape", x, g.shape(0, padded, freq * frames))
-    sums = g.op("Concat", g.op("ReduceMean", flat, axes=[1]),
-                g.op("ReduceMean", g.op("Mul", flat, flat), axes=[1]), axis=1)
-    sums = g.op("ReduceMean", g.op("Reshape", sums, g.shape(0, 2, freq, frames)), axes=[3])
-    mean, square = g.op("Split", g.op("Mul", sums, g.const(padded / channels)), axis=1, outputs=2)
+    total = g.op("MatMul", g.const(np.ones((1, padded))), flat)
+    squares = g.op("MatMul", g.const(np.ones((1, padded))), g.op("Mul", flat, flat))
+    sums = g.op("Reshape", g.op("Concat", total, squares, axis=1), g.shape(0, 2, freq, frames))
+    sums = g.op("MatMul", sums, g.const(np.full((frames, 1), 1 / (channels * frames))))
+    mean, square = g.op("Split", sums, axis=1, outputs=2)
     variance = g.op("Max", g.op("Sub", square, g.op("Mul", mean, mean)), g.const(0.0))
     inverse = g.op("Pow", g.op("Add", variance, g.const(norm.eps)), g.const(-0.5))
     both = g.op("Concat", g.op("Add", inverse, g.const(norm.lam)), g.op("Mul", mean, inverse), axis=1)
-    both = g.op("Reshape", g.op("Expand", both, g.shape(1, 1, 1, frames)), g.shape(0, 2, freq * frames))
+    both = g.op("Reshape", g.op("MatMul", both, g.const(np.ones((1, frames)))), g.shape(0, 2, freq * frames))
     a, b = g.op("Split", both, axis=1, outputs=2)
     return g.op("Reshape", g.op("Sub", g.op("Mul", flat, a), b), g.shape(0, padded, freq, frames))
 
@@ -223,14 +220,34 @@ def _block(g: _Graph, h: str, block: nn.Module, freq: int, frames: int, relu: bo
         aux = _conv_float(g, codes, block.freq_dw, input_zero=0)
     else:
         aux = _conv_float(g, _quantize(g, y, block.freq_dw), block.freq_dw)
+    temporal = _frequency_mean(g, aux, block.ssn, channels, freq)
     aux = _subspectral(g, aux, block.ssn, channels, freq, frames)
-    temporal = g.op("ReduceMean", aux, axes=[2])
     temporal = _conv_float(g, _quantize(g, temporal, block.time_dw), block.time_dw, block.bn_time)
     temporal = g.op("Mul", temporal, g.op("Sigmoid", temporal))
     temporal = _conv_float(g, _quantize(g, temporal, block.pointwise), block.pointwise)
-    temporal = g.op("Expand", temporal, g.shape(1, 1, freq, 1))  # Sum broadcasting it is slower
-    out = g.op("Sum", aux, temporal, *([] if block.transition else [y]))
+    if block.transition:
+        out = g.op("Sum", aux, g.op("Expand", temporal, g.shape(1, 1, freq, 1)))
+    else:
+        out = g.op("Add", aux, g.op("Add", y, temporal))
     return g.op("Relu", out) if relu else out
+
+
+def _ssn_affine(ssn: nn.Module, channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """SubSpectralNorm as ``scale * x + shift`` per (padded channel, sub-band): arrays ``(lanes(C), bands)``."""
+    bands, bn = ssn.sub_bands, ssn.bn
+    scale = _array(bn.weight) / np.sqrt(_array(bn.running_var) + bn.eps)
+    shift = _array(bn.bias) - _array(bn.running_mean) * scale
+    rows = _lanes(channels) * bands
+    return _pad(scale, rows).reshape(-1, bands), _pad(shift, rows).reshape(-1, bands)
+
+
+def _frequency_mean(g: _Graph, u: str, ssn: nn.Module, channels: int, freq: int) -> str:
+    """mean over frequency of SubSpectralNorm(u), as a depthwise conv spanning all bands on u itself."""
+    scale, shift = _ssn_affine(ssn, channels)
+    weight = np.repeat(scale, freq // ssn.sub_bands, axis=1) / freq
+    padded = _lanes(channels)
+    return g.op("Conv", u, g.const(weight.reshape(padded, 1, freq, 1)), g.const(shift.mean(axis=1)),
+                kernel_shape=[freq, 1], group=padded)
 
 
 def _subspectral(g: _Graph, x: str, ssn: nn.Module, channels: int, freq: int, frames: int) -> str:
