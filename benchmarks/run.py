@@ -3,10 +3,11 @@
     python -m benchmarks.run [--out build/bench] [--workers N] [--threads 1] [--quick]
 
 Sections (one module each; every comparison is timed side by side, alternating, in this run):
-  front end  our log-mel vs librosa's per-clip pipeline, and reads from the cache (feature_cache.py)
+  front end  our log-mel vs librosa's per-clip pipeline, loading alone, the log-mel alone on decoded
+             waveforms, and reads from the cache (feature_cache.py)
   training   a tandem training step vs the DataLoader feeding it (training.py)
   demo choices  a training step at batch 32 vs 64; ResNorm as a group norm vs its formula (demo_speed.py)
-  inference  eager fp32 vs onnxruntime fp32 / Q/DQ int8 / CPU int8, batch 1 and 64 (inference.py)
+  inference  eager fp32 vs onnxruntime fp32 / Q/DQ int8 / CPU int8, batch 1 and 64, 1 and 2 threads (inference.py)
   pruning    the threshold search on an unpruned Mod-8 (pruning_search.py)
   scaling    cache build and epoch time at 1×, 4×, 16× a small dataset; memory: their peak RSS (scaling.py)
 
@@ -21,6 +22,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -70,7 +72,7 @@ def cache_of(root: Path, cache_dir: Path) -> FeatureCache:
     return FeatureCache(root, names, FeatureSettings(), cache_dir)
 
 
-def sections(plan: Plan, out: Path, workers: int, threads: int, train_threads: int) -> list[Row]:
+def sections(plan: Plan, out: Path, workers: int, threads: Sequence[int], train_threads: int) -> list[Row]:
     """Run every section; the in-process ones use the largest dataset and its cache.
 
     The sections (torch, lightning, librosa) are imported here, inside the run, so that its wall time
@@ -103,13 +105,13 @@ def sections(plan: Plan, out: Path, workers: int, threads: int, train_threads: i
     return with_ratios(front + train + infer + prune + rows)
 
 
-def settings_of(plan: Plan, workers: int, threads: int, train_threads: int) -> dict[str, object]:
+def settings_of(plan: Plan, workers: int, threads: Sequence[int], train_threads: int) -> dict[str, object]:
     return {
         "quick": plan.quick,
         "cache workers": workers,
         "training torch threads": train_threads,
         "front-end threads": 1,
-        "inference threads": threads,
+        "inference threads": "/".join(str(count) for count in threads) + " (no spinning with 2+)",
         "dataset factors": "/".join(f"{f}×" for f in plan.factors),
         "timed training steps": plan.timed_steps,
         "rounds per comparison": f"{plan.repeats} (inference {plan.inference_repeats}) after 1 warm-up, medians",
@@ -120,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("build/bench"))
     parser.add_argument("--workers", type=int, default=cores(), help="cache build and synth processes")
-    parser.add_argument("--threads", type=int, default=1, help="threads of every inference variant")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="thread counts of the inference section (every variant, each count its own rows)")
     parser.add_argument("--train-threads", type=int, default=cores(),
                         help="torch threads of the training figures (default: the cores, as a training run has)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the machinery, figures mean nothing")

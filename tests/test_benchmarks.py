@@ -255,7 +255,7 @@ def test_an_isolated_measurement_reports_the_peak_memory_of_its_own_process() ->
 
 def test_librosa_reference_computes_what_the_front_end_does_and_rows_compare_them(
         shared_mini_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from asc.data.features import FeatureSettings
+    from asc.data.features import FeatureSettings, LogMel
     from asc.data.index import DatasetIndex
 
     names = DatasetIndex(shared_mini_root).filenames("train")[:3]
@@ -263,10 +263,16 @@ def test_librosa_reference_computes_what_the_front_end_does_and_rows_compare_the
     ours = feature_cache.ours(shared_mini_root, names, settings)
     theirs = [feature_cache.librosa_logmel(shared_mini_root / name, settings) for name in names]
     assert ours.shape == (3, settings.n_mels, settings.n_frames) and np.allclose(ours, np.stack(theirs), atol=1e-3)
+    waves = np.stack(feature_cache.loaded(shared_mini_root, names, settings))
+    alone = feature_cache.ours_from_waves(waves, LogMel(settings))
+    assert np.array_equal(alone, ours)  # the same front end on the same waveforms, without the loading
+    assert np.allclose(alone, np.stack([feature_cache.librosa_from_wave(wave, settings) for wave in waves]), atol=1e-3)
     timings = recorded_timings(monkeypatch, feature_cache)
     rows = feature_cache.front_end_rows(shared_mini_root, names, settings, cache=None, repeats=1)
-    assert [(row.name, row.baseline) for row in rows] == [(feature_cache.LIBROSA, None),
-                                                          (feature_cache.OURS, feature_cache.LIBROSA)]
+    assert [(row.name, row.baseline) for row in rows] == [
+        (feature_cache.LIBROSA, None), (feature_cache.OURS, feature_cache.LIBROSA),
+        (feature_cache.LOADING, feature_cache.LIBROSA), (feature_cache.LIBROSA_FROM_WAVES, None),
+        (feature_cache.OURS_FROM_WAVES, feature_cache.LIBROSA_FROM_WAVES)]
     assert all(row.value == timings[row.name].rate(3) and row.unit == "clips/s" for row in rows)  # 3 clips a round
 
 
@@ -302,6 +308,40 @@ def test_inference_rows_keep_a_variant_that_could_not_be_measured() -> None:
     assert rows[-1].value is None and rows[-1].note == "not measured: no module"
     assert [row.baseline for row in rows] == [None, f"{inference.EAGER}, batch 2", f"{inference.ORT_FP32}, batch 2",
                                               f"{inference.ORT_FP32}, batch 2"]  # int8 against fp32, same runtime
+
+
+def test_inference_rows_name_their_thread_count_and_compare_int8_with_fp32_at_the_same_count() -> None:
+    names = (inference.EAGER, inference.ORT_FP32, inference.ORT_QDQ, inference.ORT_CPU)
+    calls = {name: (lambda x: x) for name in names}
+    rows = inference.timed_rows(calls, {}, batch=2, calls_per_round=1, repeats=1, threads=2)
+    assert [row.name for row in rows] == [f"{name}, batch 2, 2 threads" for name in calls]
+    assert [row.baseline for row in rows] == [None, f"{inference.EAGER}, batch 2, 2 threads",
+                                              f"{inference.ORT_FP32}, batch 2, 2 threads",
+                                              f"{inference.ORT_FP32}, batch 2, 2 threads"]
+    assert "the speed of onnxruntime fp32" in rows[3].note
+    assert inference.row_name(inference.ORT_CPU, 64, 1) == f"{inference.ORT_CPU}, batch 64, 1 thread"
+    spinning = inference.session_options(2).get_session_config_entry("session.intra_op.allow_spinning")
+    assert spinning == "0" and inference.session_options(1).intra_op_num_threads == 1
+
+
+def test_the_node_profile_reads_onnxruntimes_profiler_and_tabulates_it_by_type_and_node(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node(kind, [source], [target], name=name) for kind, source, target, name in
+             (("Relu", "logmel", "r", "relu"), ("Neg", "r", "n", "neg"), ("Relu", "n", "logits", "relu2"))]
+    logmel = helper.make_tensor_value_info("logmel", TensorProto.FLOAT, ["b", 1, 256, 34])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "tiny", [logmel], [logits])
+    path = tmp_path / "tiny.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    profile = inference.node_profile(path, batch=2, threads=1, runs=5)
+    assert profile["types"] == {"relu": "Relu", "neg": "Neg", "relu2": "Relu"}
+    assert set(profile["nodes"]) == {"relu", "neg", "relu2"} and all(us >= 0 for us in profile["nodes"].values())
+    table = inference.profile_table({"a": profile, "b": {"nodes": {"neg": 1.0}, "types": {"neg": "Neg"}}}, top=2)
+    assert "| node type | a: us (nodes, share) | b: us (nodes, share) |" in table
+    assert "| Relu |" in table and "(2, " in table and "| **all nodes** |" in table
+    assert table.count("Slowest nodes") == 2 and "| neg | Neg | 1 | 100.0 % |" in table
 
 
 def test_the_pruned_benchmark_model_has_the_pruned_size_and_the_search_meets_the_limits(
@@ -353,3 +393,14 @@ def test_the_demo_spread_is_each_stages_mean_and_std_over_the_seeds_and_every_se
     assert "| Tandem | 60.00 ± 14.14 | 50.00, 70.00 |" in text and "2 seeds (seed0, seed1)" in text
     assert text.count("| Pruned+Quant. |") == 1
     assert spread.main([str(tmp_path / "seed9")]) == 2
+
+
+def test_the_inference_command_refuses_an_extra_graph_it_cannot_read(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for bad in ("no-equals-sign", f"old={tmp_path / 'missing.onnx'}"):
+        with pytest.raises(SystemExit) as exit_:
+            inference.main(["--rows", "--extra", bad])
+        assert exit_.value.code == 2 and f"--extra {bad}: expected NAME=PATH" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        inference.main([])
+    assert "nothing to do" in capsys.readouterr().err

@@ -16,7 +16,7 @@ from asc.cli.main import main
 from asc.compress import qat as quantization
 from asc.compress.checkpoint import network_checkpoint
 from asc.compress.export import onnx as onnx_export
-from asc.compress.export.cpu_int8 import export_onnx_cpu
+from asc.compress.export.cpu_int8 import TILE, export_onnx_cpu
 from asc.compress.export.verify import compare
 from asc.data.features import FeatureSettings
 from asc.errors import AscError
@@ -34,13 +34,28 @@ def qat() -> nn.Module:
     return calibrate(tandem()).eval()
 
 
-def optimized_graph(path: Path, folder: Path) -> onnx.GraphProto:
-    """The graph onnxruntime runs after its optimizations (ORT_ENABLE_EXTENDED: no NCHWc-specific nodes)."""
+def flattened(graph: onnx.GraphProto) -> onnx.GraphProto:
+    """``graph`` with the nodes and constants of its subgraphs (the network's tile Loop) in line, in order."""
+    nodes, constants = [], list(graph.initializer)
+    for node in graph.node:
+        nodes.append(node)
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                inner = flattened(attribute.g)
+                nodes += inner.node
+                constants += inner.initializer
+    return onnx.helper.make_graph(nodes, graph.name, [], [], constants)
+
+
+def optimized_graph(path: Path, folder: Path, level: str = "ORT_ENABLE_EXTENDED") -> onnx.GraphProto:
+    """The graph onnxruntime runs after its optimizations, subgraphs in line (ORT_ENABLE_EXTENDED: no
+    NCHWc-specific nodes; ORT_ENABLE_ALL: the blocked-layout nodes ORT runs on this CPU)."""
     options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.optimized_model_filepath = str(folder / "optimized.onnx")
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+    options.optimized_model_filepath = str(folder / f"optimized_{level}.onnx")
+    options.log_severity_level = 3  # ORT_ENABLE_ALL warns that the saved graph is specific to this CPU
     ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return onnx.load(options.optimized_model_filepath).graph
+    return flattened(onnx.load(options.optimized_model_filepath).graph)
 
 
 def test_transition_convs_run_as_qlinearconv_with_uint8_weights(qat: nn.Module, tmp_path: Path) -> None:
@@ -52,8 +67,10 @@ def test_transition_convs_run_as_qlinearconv_with_uint8_weights(qat: nn.Module, 
     integer = [node for node in graph.node if node.op_type == "QLinearConv"]
     transitions = sum(block.transition for block in qat.cnn.modules() if hasattr(block, "transition"))
     assert len(integer) == transitions == 4
-    constants = {init.name: onnx.numpy_helper.to_array(init) for init in onnx.load(str(path)).graph.initializer}
-    written = [node for node in onnx.load(str(path)).graph.node if node.op_type == "QLinearConv"]
+    written_graph = flattened(onnx.load(str(path)).graph)
+    constants = {init.name: onnx.numpy_helper.to_array(init) for init in written_graph.initializer}
+    written = [node for node in written_graph.node if node.op_type == "QLinearConv"]
+    assert len(written) == 4
     for node in written:
         weights, zero = constants[node.input[3]], constants[node.input[5]]
         assert weights.dtype == np.uint8 and zero.dtype == np.uint8 and (zero == 128).all()
@@ -75,6 +92,42 @@ def test_cpu_form_passes_the_export_gate_and_keeps_the_interface(qat: nn.Module,
     agreement = compare(reference, ours, quantized=True)
     assert agreement.correct and agreement.decisive > 200, agreement
     assert agreement.median_difference < 0.02, agreement
+
+
+def test_the_network_runs_in_tiles_and_every_batch_size_gives_each_clips_own_logits(
+        qat: nn.Module, tmp_path: Path) -> None:
+    """The batch goes through the network TILE clips at a time (a Loop): sizes around and across tile
+    boundaries give each clip the logits it gets alone, and PyTorch's."""
+    path = tmp_path / "cpu.onnx"
+    export_onnx_cpu(qat, EXAMPLE, path)
+    top = onnx.load(str(path)).graph
+    loops = [node for node in top.node if node.op_type == "Loop"]
+    assert len(loops) == 1 and not any(node.op_type in ("Conv", "QLinearConv") for node in top.node)
+    body = flattened(loops[0].attribute[0].g)
+    assert sum(node.op_type == "QLinearConv" for node in body.node) == 4
+    x = inputs(2 * TILE + 3, 12) * 3
+    alone = np.concatenate([onnx_export.run_onnx(path, x[i : i + 1].numpy()) for i in range(len(x))])
+    for size in (1, TILE - 1, TILE, TILE + 1, 2 * TILE + 3):
+        np.testing.assert_allclose(onnx_export.run_onnx(path, x[:size].numpy()), alone[:size], atol=1e-5)
+    with torch.no_grad():
+        assert compare(qat(x).numpy(), alone, quantized=True).median_difference < 0.02
+
+
+def test_the_frequency_mean_reads_the_blocked_conv_output_without_a_reorder(qat: nn.Module, tmp_path: Path) -> None:
+    """The temporal path's mean over frequency is a depthwise conv spanning the bands, which ORT runs on the
+    frequency conv's blocked (NCHWc) output directly: no reorder of the full activation for it."""
+    path = tmp_path / "cpu.onnx"
+    export_onnx_cpu(qat, EXAMPLE, path)
+    graph = optimized_graph(path, tmp_path, "ORT_ENABLE_ALL")
+    producers = {output: node for node in graph.node for output in node.output}
+    kernels = {node.name: next(onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "kernel_shape")
+               for node in graph.node if node.op_type == "Conv"}
+    means = [node for node in graph.node if kernels.get(node.name, [0, 0])[0] > 3 and kernels[node.name][1] == 1]
+    blocks = sum(hasattr(block, "transition") for block in qat.cnn.modules())
+    assert len(means) == blocks == 10
+    for node in means:
+        source = producers[node.input[0]]
+        assert node.domain == source.domain == "com.microsoft.nchwc" and source.op_type == "Conv"
 
 
 def test_the_ranges_come_from_the_quantizers(tmp_path: Path) -> None:

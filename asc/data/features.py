@@ -77,8 +77,39 @@ def mel_basis(settings: FeatureSettings) -> Tensor:
                                                 fmax=s.fmax, htk=False, norm="slaney"))
 
 
+#: Mel filters per block of :class:`LogMel`'s banded projection (see :func:`mel_blocks`).
+FILTERS_PER_BLOCK = 16
+
+
+def mel_blocks(basis: Tensor, filters: int = FILTERS_PER_BLOCK) -> list[tuple[int, int, Tensor]]:
+    """The mel matrix as dense blocks of ``filters`` consecutive filters over the FFT bins they touch.
+
+    Each slaney filter is a triangle over a few neighbouring bins (3 at the bottom of the default 256
+    bands, 25 at the top), so the ``(n_mels, bins)`` matrix is banded: 2,065 of its 266,496 entries are
+    non-zero. A block is ``(first bin, last bin + 1, weights)``, weights ``(2 * bins, filters)`` with rows
+    in equal pairs, for the squared real and imaginary parts of one bin side by side. With 16 filters a
+    block the blocks span 6.6 % of the dense matrix (17,520 of 266,496 products per frame; 8 and 32 filters
+    a block measured slower, the dense product 4x slower).
+    """
+    touched = basis != 0
+    blocks = []
+    for first in range(0, basis.shape[0], filters):
+        rows = basis[first : first + filters]
+        used = touched[first : first + filters].any(dim=0).nonzero().flatten()
+        start, stop = (int(used[0]), int(used[-1]) + 1) if len(used) else (0, 1)
+        blocks.append((start, stop, rows[:, start:stop].T.repeat_interleave(2, dim=0).contiguous()))
+    return blocks
+
+
 class LogMel(nn.Module):
-    """Waveform ``(..., samples)`` at ``settings.sample_rate`` -> log-mel ``(..., n_mels, frames)``."""
+    """Waveform ``(..., samples)`` at ``settings.sample_rate`` -> log-mel ``(..., n_mels, frames)``.
+
+    The STFT is ``torch.stft`` (float32, the window and padding of librosa's); the power spectrum and the
+    slaney projection are one step: the squares of the spectrum's real and imaginary parts, read as one
+    contiguous row per frame, times the banded mel matrix in blocks (:func:`mel_blocks`). Against
+    ``mel_basis @ (re² + im²)`` this skips a strided pass over the complex spectrum and 93 % of the
+    matrix product's zeros; the sums are the same up to float32 rounding (below 1e-6 in log units).
+    """
 
     def __init__(self, settings: FeatureSettings | None = None) -> None:
         super().__init__()
@@ -87,21 +118,23 @@ class LogMel(nn.Module):
             raise ValueError(f"n_fft={s.fft_size} is shorter than the window ({s.win_length} samples)")
         self.register_buffer("mel_basis", mel_basis(s), persistent=False)
         self.register_buffer("window", torch.hann_window(s.win_length), persistent=False)
+        self.blocks = []
+        for index, (start, stop, weights) in enumerate(mel_blocks(self.mel_basis)):
+            self.register_buffer(f"mel_block_{index}", weights, persistent=False)
+            self.blocks.append((2 * start, 2 * stop, f"mel_block_{index}"))
 
     def forward(self, waveform: Tensor) -> Tensor:
         s = self.settings
-        spec = torch.stft(
-            waveform.reshape(-1, waveform.shape[-1]),
-            n_fft=s.fft_size,
-            hop_length=s.hop_length,
-            win_length=s.win_length,
-            window=self.window,
-            center=True,
-            pad_mode=s.pad_mode,
-            return_complex=True,
-        )
-        power = spec.real.square() + spec.imag.square()
-        logmel = torch.log(self.mel_basis @ power + s.log_offset)
-        return logmel.reshape(*waveform.shape[:-1], *logmel.shape[-2:])
-
-
+        clips = waveform.reshape(-1, waveform.shape[-1])
+        half = s.fft_size // 2
+        centred_here = s.pad_mode == "reflect" and clips.shape[-1] > half
+        if centred_here:  # the STFT's reflect padding as two flipped copies: 3x faster than torch's reflect pad
+            clips = torch.cat([clips[:, 1 : half + 1].flip(1), clips, clips[:, -half - 1 : -1].flip(1)], dim=1)
+        spec = torch.stft(clips, n_fft=s.fft_size, hop_length=s.hop_length, win_length=s.win_length, window=self.window,
+                          center=not centred_here, pad_mode=s.pad_mode, return_complex=True)
+        # (clips, frames, 2 * bins): re² and im² of each bin side by side, one contiguous row per frame
+        squares = torch.view_as_real(spec.transpose(1, 2).contiguous()).square().flatten(-2)
+        mel = torch.cat([squares[..., start:stop] @ getattr(self, name) for start, stop, name in self.blocks], dim=-1)
+        logmel = torch.empty(mel.shape[0], mel.shape[2], mel.shape[1], dtype=mel.dtype, device=mel.device)
+        torch.add(mel.transpose(1, 2), s.log_offset, out=logmel)  # (clips, n_mels, frames), contiguous
+        return logmel.log_().reshape(*waveform.shape[:-1], *logmel.shape[-2:])

@@ -10,16 +10,21 @@ ranges (``amax``), so nothing is calibrated and every quantizer rounds and clamp
   ReLU, a ``Clip`` at 127 is the int8 bound, and the result is the frequency conv's quantized input.
   Run as a float conv instead, the whole network was about 10 % slower;
 * the other convs run as float convs on the dequantized int8 codes (the same products and sums as
-  QAT's fake quantization): ORT's ``ConvInteger`` loops over depthwise groups one by one and was 2x
-  slower than its float depthwise conv, and for the one-channel 5x5 input conv it needed three more
-  passes over the largest activation (dequantize, shift, ReLU) than the fused float conv;
+  QAT's fake quantization): ORT's ``ConvInteger`` loops over depthwise groups one by one and was 2-5x
+  slower than its float depthwise conv (reorders included), a depthwise ``QLinearConv`` would round its
+  output to 8 bits where QAT keeps float, and for the one-channel 5x5 input conv integers needed three
+  more passes over the largest activation (dequantize, shift, ReLU) than the fused float conv;
 * what QAT computes in float stays float: ResNorm, SubSpectralNorm, the residual sums, SiLU, pooling,
-  and the moments of the linear branch. ORT has no integer kernels for them and this element-wise
-  work is most of the CPU time of this network, so it is written in the forms ORT runs fastest:
-  statistics over a ``(batch, channels, freq*time)`` view, broadcasts over long contiguous rows, ReLU
-  after max-pooling, no shape arithmetic at run time;
+  and the moments of the linear branch. ORT has no integer kernels for them, runs every node as one pass
+  over its tensor, and this element-wise work is most of the CPU time of this network (the per-node
+  profile is in docs/benchmarks.md, "Inference"), so it is written in the forms ORT runs fastest: channel
+  sums as matrix products (:func:`_resnorm`), the frequency mean as a depthwise conv on the conv output
+  that ORT already holds in its blocked layout (:func:`_frequency_mean`), broadcasts over long contiguous
+  rows, ReLU after max-pooling, no shape arithmetic at run time;
+* the network runs in a ``Loop`` over tiles of :data:`TILE` clips (:func:`_tiled`), so that a large
+  batch streams through the cache tile by tile instead of node by node;
 * channel counts are padded with zero channels to multiples of :data:`LANES`, so ORT's blocked
-  (NCHWc) float convolutions take the pruned widths (67, 93, 109: 2-8x faster); padded channels stay 0
+  (NCHWc) float convolutions take the pruned widths (67, 93, 109: 2-4x faster); padded channels stay 0
   because every block input is a ReLU output (see :func:`_block`);
 * the head's 1x1 conv runs after the global average (they commute) as a float Gemm on the quantized,
   dequantized activations; so does the linear classifier (10 x 5F weights).
@@ -27,10 +32,18 @@ ranges (``amax``), so nothing is calibrated and every quantizer rounds and clamp
 Codes are uint8 with zero-point 128, the int8 symmetric grid (activations and weights): on x86 CPUs
 without VNNI (AVX2) ORT's u8s8 kernels saturate int16 pair sums, and int8 weights gave results off by
 up to 172 steps; u8u8 is exact on every CPU.
+
+Measured and left out (onnxruntime 1.32, one thread, ``make bench``'s pruned tandem): ``ReduceSumSquare``
+for the sums of squares (5 % slower at batch 64), a ``Sum`` broadcasting the temporal path instead of
+``Expand`` (9 % slower), the sub-band batch norm folded into the frequency conv through a gathered copy
+with halo rows (the ``Gather`` cost more than the batch norm it saved), channels last around the first
+transition conv (no gain), padding to 4 channels (no gain), ``BatchNormalization`` or blocked
+``QuantizeLinear`` with run-time per-band scales for ResNorm (slower kernels).
 """
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -44,21 +57,27 @@ from asc.files import atomic_write
 
 #: Zero-point that puts int8 symmetric codes on uint8 (activations and weights).
 ZERO = 128
-#: Channel counts are padded to multiples of this (the AVX2 NCHWc block of ORT's float convolutions).
+#: Clips per tile of the Loop the network runs in (see :func:`_tiled`; 4 and 8 measured alike, 16 and 32 slower).
+TILE = 8
+#: Channel counts are padded to multiples of this: ORT's blocked (NCHWc) convolutions need a multiple of 4
+#: (measured on AVX-512); 8 is the AVX2 block, and 4 measured no faster here.
 LANES = 8
 
 
 class _Graph:
     """Nodes and constants of the graph being built; every op output gets a fresh name."""
 
-    def __init__(self) -> None:
+    def __init__(self, parent: _Graph | None = None) -> None:
         self.nodes: list = []
         self.constants: list = []
-        self.count = 0
+        self.counter = parent.counter if parent else itertools.count(1)
+
+    def subgraph(self) -> _Graph:
+        """A graph for a Loop body: its own nodes and constants, names unique across both."""
+        return _Graph(self)
 
     def _name(self, hint: str) -> str:
-        self.count += 1
-        return f"{hint}_{self.count}"
+        return f"{hint}_{next(self.counter)}"
 
     def const(self, value, dtype=np.float32) -> str:
         from onnx import numpy_helper
@@ -175,7 +194,13 @@ def _conv_requantized(g: _Graph, xq: str, conv: nn.Conv2d, bn: nn.Module, consum
 def _resnorm(g: _Graph, x: str, norm: nn.Module, channels: int, freq: int, frames: int) -> str:
     """ResNorm ``lam*x + (x - mean) / std`` over channels and time, as ``x * a - b`` per (clip, band).
 
-    STATS_VARIANT experiment.
+    The sums over channels of ``x`` and ``x²`` are matrix products with a row of ones on the
+    ``(B, C, F*T)`` view (MLAS's GEMM: 5x faster than ORT's ``ReduceMean`` over that axis at batch 1,
+    equal at 64; ``ReduceSumSquare`` instead of ``Mul`` + product was 5 % slower at 64); one more product
+    sums over time and divides by the real channel count (padded channels are 0). ``a`` and ``b`` are
+    expanded over time by a product with a row of ones, so the final multiply-add broadcasts over long
+    rows (a ``(B, 1, F, 1)`` broadcast runs 2x slower). The variance is ``E[x²] - E[x]²`` (clamped at 0):
+    block inputs are ReLU outputs of moderate size. Against PyTorch only the summation order differs.
     """
     if norm.channel_mask is not None:
         raise AscError("the model still holds pruning masks: export the physically pruned checkpoint")
@@ -225,27 +250,25 @@ def _block(g: _Graph, h: str, block: nn.Module, freq: int, frames: int, relu: bo
     temporal = _conv_float(g, _quantize(g, temporal, block.time_dw), block.time_dw, block.bn_time)
     temporal = g.op("Mul", temporal, g.op("Sigmoid", temporal))
     temporal = _conv_float(g, _quantize(g, temporal, block.pointwise), block.pointwise)
-    if block.transition:
-        out = g.op("Sum", aux, g.op("Expand", temporal, g.shape(1, 1, freq, 1)))
-    else:
-        out = g.op("Add", aux, g.op("Add", y, temporal))
+    temporal = g.op("Expand", temporal, g.shape(1, 1, freq, 1))  # Sum broadcasting it is slower
+    out = g.op("Sum", aux, temporal, *([] if block.transition else [y]))
     return g.op("Relu", out) if relu else out
 
 
-def _ssn_affine(ssn: nn.Module, channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """SubSpectralNorm as ``scale * x + shift`` per (padded channel, sub-band): arrays ``(lanes(C), bands)``."""
-    bands, bn = ssn.sub_bands, ssn.bn
-    scale = _array(bn.weight) / np.sqrt(_array(bn.running_var) + bn.eps)
-    shift = _array(bn.bias) - _array(bn.running_mean) * scale
-    rows = _lanes(channels) * bands
-    return _pad(scale, rows).reshape(-1, bands), _pad(shift, rows).reshape(-1, bands)
-
-
 def _frequency_mean(g: _Graph, u: str, ssn: nn.Module, channels: int, freq: int) -> str:
-    """mean over frequency of SubSpectralNorm(u), as a depthwise conv spanning all bands on u itself."""
-    scale, shift = _ssn_affine(ssn, channels)
-    weight = np.repeat(scale, freq // ssn.sub_bands, axis=1) / freq
+    """The mean over frequency of ``SubSpectralNorm(u)``, ``(B, C, 1, T)``, as a depthwise conv on ``u``.
+
+    The frequency conv's output ``u`` is in ORT's blocked (NCHWc) layout when this conv reads it, so the
+    mean costs one read of ``u`` and no reorder; a ``ReduceMean`` over frequency of the batch-normed
+    tensor (inner axis of 4-17 frames) was 3-10x slower. Exact in real arithmetic: the sub-band batch
+    norm is ``scale * u + shift`` per (channel, sub-band), so its mean over frequency is a weighted sum
+    of ``u`` (weights ``scale / F``) plus the mean shift.
+    """
+    bands = ssn.sub_bands
+    scale, shift = _batch_norm(ssn.bn, channels * bands)
     padded = _lanes(channels)
+    scale, shift = (_pad(values, padded * bands).reshape(padded, bands) for values in (scale, shift))
+    weight = np.repeat(scale, freq // bands, axis=1) / freq
     return g.op("Conv", u, g.const(weight.reshape(padded, 1, freq, 1)), g.const(shift.mean(axis=1)),
                 kernel_shape=[freq, 1], group=padded)
 
@@ -315,21 +338,61 @@ def _moments_linear(g: _Graph, x: str, linear: nn.Module) -> str:
     return _gemm(g, features, classifier, linear.n_features)
 
 
-def _network(g: _Graph, x: str, model: nn.Module, frames: int) -> str:
-    """The logits of a tandem, a BC-ResNet or a linear model."""
-    from asc.models import BCResNet, MomentsLinear, Tandem
+def _select_bands(g: _Graph, x: str, model: nn.Module) -> str:
+    """A tandem's kept bands (a Gather on the input) times their feature-selection gains, in float."""
+    from asc.models import Tandem
 
     if isinstance(model, Tandem):
         if model.input_bands.index is not None:
             x = g.op("Gather", x, g.const(model.input_bands.index.cpu().numpy(), np.int64), axis=2)
-        if model.input_bands.gain is not None:  # the feature-selection mask of the kept bands, in float
+        if model.input_bands.gain is not None:
             x = g.op("Mul", x, g.const(model.input_bands.gain.cpu().numpy()))
+    return x
+
+
+def _network(g: _Graph, x: str, model: nn.Module, frames: int) -> str:
+    """The logits of a tandem (on its selected bands), a BC-ResNet or a linear model."""
+    from asc.models import BCResNet, MomentsLinear, Tandem
+
+    if isinstance(model, Tandem):
         return g.op("Add", _moments_linear(g, x, model.linear), _bcresnet(g, x, model.cnn, frames))
     if isinstance(model, BCResNet):
         return _bcresnet(g, x, model, frames)
     if isinstance(model, MomentsLinear):
         return _moments_linear(g, x, model)
     raise AscError(f"the CPU int8 export knows tandem, bcresnet and linear models, not {type(model).__name__}")
+
+
+def _tiled(g: _Graph, x: str, model: nn.Module, frames: int, classes: int) -> str:
+    """The network over the batch in tiles of :data:`TILE` clips: a ``Loop`` whose body is the whole network.
+
+    ORT runs one node at a time over its whole tensor. At batch 64 the first stage's activations are
+    20-40 MB a tensor, so each of its ~60 element-wise nodes streams through main memory; a tile of 8
+    clips (2.5-5 MB) stays in the per-core cache from node to node. Measured 1.3-1.5x faster per clip
+    at batch 64 and no slower at batch 1 (one iteration). The logits of each tile are appended to the
+    loop-carried ``(clips so far, classes)`` tensor; the last tile may be shorter (``Slice`` clamps).
+    The body's constants live in the body: ORT folds and reorders a subgraph's weights only then.
+    """
+    from onnx import TensorProto, helper
+
+    body = g.subgraph()
+    index, going, done = body._name("tile_index"), body._name("going"), body._name("logits_so_far")
+    start = body.op("Mul", index, body.const(TILE, np.int64))
+    bounds = [body.op("Unsqueeze", value, body.const([0], np.int64)) for value in
+              (start, body.op("Add", start, body.const(TILE, np.int64)))]
+    tile = body.op("Slice", x, *bounds, body.const([0], np.int64))  # the last tile may be shorter
+    logits = body.op("Concat", done, _network(body, tile, model, frames), axis=0)
+    going_out = body.op("Identity", going)
+    graph = helper.make_graph(
+        body.nodes, "tile",
+        [helper.make_tensor_value_info(index, TensorProto.INT64, []),
+         helper.make_tensor_value_info(going, TensorProto.BOOL, []),
+         helper.make_tensor_value_info(done, TensorProto.FLOAT, [None, classes])],
+        [helper.make_tensor_value_info(going_out, TensorProto.BOOL, []),
+         helper.make_tensor_value_info(logits, TensorProto.FLOAT, [None, classes])], body.constants)
+    batch = g.op("Gather", g.op("Shape", x), g.const(0, np.int64), axis=0)
+    tiles = g.op("Div", g.op("Add", batch, g.const(TILE - 1, np.int64)), g.const(TILE, np.int64))
+    return g.op("Loop", tiles, "", g.const(np.zeros((0, classes))), body=graph)
 
 
 def export_onnx_cpu(
@@ -353,7 +416,7 @@ def export_onnx_cpu(
     _check_every_layer_quantized(model)
     _, _, n_mels, frames = example.shape
     g = _Graph()
-    logits = _network(g, INPUT_NAME, model, frames)
+    logits = _tiled(g, _select_bands(g, INPUT_NAME, model), model, frames, _classes(model))
     g.nodes.append(helper.make_node("Identity", [logits], [OUTPUT_NAME], name=OUTPUT_NAME))
     graph = helper.make_graph(
         g.nodes, "asc_cpu_int8",
