@@ -1,1 +1,1 @@
-"""Benchmarks of the project (``make bench``: ``python -m benchmarks.run``; ``benchmarks/ablation.py``)."""
+"""Benchmarks of the project (``make bench``: ``python -m benchmarks.run``; ``python -m benchmarks.ablation``)."""

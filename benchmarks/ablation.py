@@ -1,6 +1,6 @@
 """Ablation of what goes beyond the report, on the built-in presets ``hard`` and ``cross`` (docs/results.md).
 
-    python benchmarks/ablation.py --out build/ablation [--presets hard,cross] [--seeds 0 1 2 3 4]
+    python -m benchmarks.ablation --out build/ablation [--presets hard,cross] [--seeds 0 1 2 3 4]
         [--variants report,freq_mixstyle,device_irs,distillation,all,ensemble,peer] [--protocol report|holdout]
         [--table-only] [--results docs/results.md] [-- --trainer.max_epochs=... (any argument for every stage)]
 
@@ -33,6 +33,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.report import write_section
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 CONFIGS = REPOSITORY / "configs" / "builtin"
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     text = table(results, args.protocol)
     (args.out / f"ablation-{args.protocol}.md").write_text(text + "\n")
     if args.results is not None:
-        args.results.write_text(results_page(text, argv, args.out, presets, args.seeds) + "\n")
+        write_section(args.results, "ablation", results_section(text, argv, args.out, presets, args.seeds))
     print(text)
     return 0
 
@@ -236,15 +238,16 @@ def row(preset: str, variant: str, stage: str, name: str, runs: list[dict]) -> s
     return f"| {preset} | {variant} | {name} | " + " | ".join(cells) + f" | {trained} | {per_seed} | {gap} |"
 
 
-def results_page(text: str, argv: list[str], out: Path, presets: list[str], seeds: list[int]) -> str:
-    """The docs' results page: the table with the command, date, machine and test-split sizes that made it."""
+def results_section(text: str, argv: list[str], out: Path, presets: list[str], seeds: list[int]) -> str:
+    """The ablation's section of the results page: the table with the command, date, machine and test-split sizes
+    that made it."""
     import torch
 
-    command = shlex.join(["python", "benchmarks/ablation.py", *argv])
+    command = shlex.join(["python", "-m", "benchmarks.ablation", *argv])
     sizes = ", ".join(f"{preset} {_clips(out / preset / 'data')}" for preset in presets)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
     return "\n".join([
-        "# Results on the built-in presets", "",
+        "## The recipe variants on the built-in presets", "",
         f"Made by `{command}` on {datetime.date.today().isoformat()} ({machine}); seeds {seeds}.",
         f"Test split (the evaluate split, locations never trained on): {sizes} clips.", "",
         "`hard` and `cross` come from two generator families (devices, rooms, scene textures); the microphone",

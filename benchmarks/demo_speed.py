@@ -1,4 +1,4 @@
-"""What the 15-minute demo's choices rest on (README, "A 15-minute demo"), each measured side by side.
+"""What the 15-minute demo's choices rest on (docs/benchmarks.md, "A 15-minute demo"), each measured side by side.
 
 - Batch size: the per-clip cost of the tandem stage's own training step at batch 32 against batch 64.
   On a small CPU the Mod-8's first-stage activations (batch x 160 channels x 128 x 17 floats) stop

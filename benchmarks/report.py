@@ -111,7 +111,7 @@ def text_table(rows: Sequence[Row], info: dict[str, Any], settings: dict[str, An
 
 
 def markdown_table(rows: Sequence[Row], info: dict[str, Any], settings: dict[str, Any]) -> str:
-    """The same table in markdown, for the README."""
+    """The same table in markdown, for docs/benchmarks.md (bench.md)."""
     lines = [f"{line}  " for line in header_lines(info, settings)] + [""]
     lines.append("| " + " | ".join(COLUMNS) + " |")
     lines.append("|" + "|".join(["---", "---", "---:", "---", "---:", "---", "---"]) + "|")
@@ -130,3 +130,22 @@ def write(out: Path, rows: Sequence[Row], info: dict[str, Any], settings: dict[s
     json_path.write_text(json.dumps(payload, indent=1) + "\n")
     md_path.write_text(markdown_table(rows, info, settings) + f"\nWhole run: {wall_s:.0f} s.\n")
     return json_path, md_path
+
+
+def write_section(page: Path, name: str, text: str) -> Path:
+    """Put ``text`` into ``page`` as its generated section ``name``, between two HTML comments, keeping the rest.
+
+    Several tools write one results page (the ablation, the demo's spread); each replaces only its own section,
+    so that a rerun of one never erases the figures of another. A page without the section gets it at its end.
+    """
+    begin, end = f"<!-- generated: {name} (do not edit by hand) -->", f"<!-- end: {name} -->"
+    block = f"{begin}\n{text.strip()}\n{end}"
+    old = page.read_text() if page.is_file() else ""
+    if begin in old and end in old.split(begin, 1)[1]:
+        before, rest = old.split(begin, 1)
+        new = before + block + rest.split(end, 1)[1]
+    else:
+        new = (old.rstrip() + "\n\n" if old.strip() else "") + block + "\n"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(new)
+    return page

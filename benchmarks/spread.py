@@ -10,11 +10,15 @@ amplified by training), and other seeds give other figures on the same one. The 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
+import shlex
 import sys
 from pathlib import Path
 
 from benchmarks.ablation import mean_std
+from benchmarks.report import cpu_model, write_section
 
 STAGES = {"linear": "Linear", "tandem": "Tandem", "feature_selection": "Feature Sel.", "pruning": "Pruned",
           "qat": "Pruned+Quant."}
@@ -35,10 +39,27 @@ def table(runs: list[Path]) -> str:
     return "\n".join(lines)
 
 
+def results_section(text: str, argv: list[str]) -> str:
+    """The spread's section of the results page: the table with the command, date and machine that made it."""
+    import torch
+
+    command = shlex.join(["python", "-m", "benchmarks.spread", *argv])
+    machine = f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    return "\n".join([
+        "## The demo over seeds", "",
+        f"Made by `{command}` over the run folders of `make demo SEEDS=\"0 1 2\"` on "
+        f"{datetime.date.today().isoformat()} ({machine}). The test split is the built-in `demo` preset's evaluate "
+        "split. The same code and seed give other figures on another machine (float rounding, amplified by "
+        "training): a difference smaller than this spread is not a finding.", "", text])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", type=Path, nargs="+", help="pipeline output folders, one per seed")
     parser.add_argument("--out", type=Path, default=None, help="also write the table here (Markdown)")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="also put the table, with the command, date and machine, into this results page "
+                             "(its own section: the rest of the page is kept)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     missing = [str(run) for run in args.runs if not run.is_dir()]
     if missing:
@@ -47,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     text = table(args.runs)
     if args.out is not None:
         args.out.write_text(text + "\n")
+    if args.results is not None:
+        write_section(args.results, "demo spread", results_section(text, sys.argv[1:] if argv is None else argv))
     print(text)
     return 0
 

@@ -7,7 +7,6 @@ they claim to.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import time
 from pathlib import Path
@@ -19,8 +18,6 @@ import pytest
 from benchmarks import demo_speed, feature_cache, inference, isolated, pruning_search, report, run, scaling, training
 from benchmarks.report import Row
 from benchmarks.timing import Timing, alternate, round_order
-
-SCRIPT = Path(__file__).parents[1] / "benchmarks" / "ablation.py"
 
 
 def recorded_timings(monkeypatch: pytest.MonkeyPatch, module: ModuleType) -> dict[str, Timing]:
@@ -37,10 +34,9 @@ def recorded_timings(monkeypatch: pytest.MonkeyPatch, module: ModuleType) -> dic
 
 
 def load_ablation():
-    spec = importlib.util.spec_from_file_location("ablation", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from benchmarks import ablation
+
+    return ablation
 
 
 def fake_metrics(folder: Path, accuracy: float, report: str = "test") -> None:
@@ -96,7 +92,7 @@ def test_ablation_runs_each_variant_with_its_layers_and_reports_mean_and_std(
     saved = json.loads((out / "ablation-report.json").read_text())
     assert len(saved["results"]["cross"]["all"]) == 2 and saved["extra"] == ["--trainer.max_epochs=1"]
     page = (tmp_path / "results.md").read_text()
-    assert "Made by `python benchmarks/ablation.py --out" in page and "seeds [0, 1]" in page and table.strip() in page
+    assert "Made by `python -m benchmarks.ablation --out" in page and "seeds [0, 1]" in page and table.strip() in page
     assert ablation.main(["--out", str(out), "--variants", "nope"]) == 2
 
 
@@ -393,6 +389,25 @@ def test_the_demo_spread_is_each_stages_mean_and_std_over_the_seeds_and_every_se
     assert "| Tandem | 60.00 ± 14.14 | 50.00, 70.00 |" in text and "2 seeds (seed0, seed1)" in text
     assert text.count("| Pruned+Quant. |") == 1
     assert spread.main([str(tmp_path / "seed9")]) == 2
+    page = tmp_path / "results.md"
+    page.write_text("# Results\n\nWritten by hand.\n")
+    for _ in range(2):  # a rerun replaces its own section
+        assert spread.main([str(tmp_path / "seed0"), str(tmp_path / "seed1"), "--results", str(page)]) == 0
+    written = page.read_text()
+    assert written.startswith("# Results\n\nWritten by hand.\n") and written.count("## The demo over seeds") == 1
+    assert "Made by `python -m benchmarks.spread" in written and "| Tandem | 60.00 ± 14.14 |" in written
+
+
+def test_a_generated_section_replaces_only_itself_and_keeps_the_rest_of_the_page(tmp_path: Path) -> None:
+    page = tmp_path / "docs" / "results.md"
+    report.write_section(page, "ablation", "## Ablation\n\nold figures")
+    report.write_section(page, "demo spread", "## Demo\n\nspread")
+    page.write_text(page.read_text() + "\nA closing line by hand.\n")
+    report.write_section(page, "ablation", "## Ablation\n\nnew figures")
+    text = page.read_text()
+    assert "new figures" in text and "old figures" not in text and "spread" in text
+    assert text.index("## Ablation") < text.index("## Demo") < text.index("A closing line by hand.")
+    assert text.count("<!-- generated: ablation") == text.count("<!-- end: ablation -->") == 1
 
 
 def test_the_inference_command_refuses_an_extra_graph_it_cannot_read(

@@ -277,3 +277,34 @@ def test_without_a_terminal_long_loops_print_progress_lines(runs: dict[str, Path
     printed = capsys.readouterr().out
     assert re.search(r"^test: 1/2 batches \(50\.0 %\), [\d.]+ batches/s, \d+ s left$", printed, re.M), printed
     assert re.search(r"^predict: 1/2 batches \(50\.0 %\)", printed, re.M), printed
+
+
+def test_the_submission_writer_fills_one_table_by_clip_and_keeps_nothing_per_batch(tmp_path: Path) -> None:
+    """Batches arrive in any order (several processes, shuffled samplers): each clip's row lands at its index,
+    the CSV lists the clips in the split's order, and nothing of the batches stays once the file is written."""
+    from types import SimpleNamespace
+
+    from asc.training.submission import SubmissionWriter
+
+    class Split(list):
+        records = property(lambda self: list(self))
+
+    split = Split(SimpleNamespace(filename=f"audio/{i}.wav") for i in range(5))
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(datasets={"predict": split}), is_global_zero=True,
+                              default_root_dir=str(tmp_path))
+    probabilities = torch.softmax(torch.randn(5, len(SCENES)), dim=1)
+    writer = SubmissionWriter()
+    assert writer.interval.on_batch and not writer.interval.on_epoch
+    writer.on_predict_epoch_start(trainer, None)
+    for batch, rows in enumerate(([3, 1], [0, 4], [2])):
+        index = torch.tensor(rows)
+        writer.write_on_batch_end(trainer, None, {"index": index, "probabilities": probabilities[index]}, None, None,
+                                  batch, 0)
+    writer.on_predict_epoch_end(trainer, None)
+    lines = (tmp_path / "submission.csv").read_text().splitlines()
+    assert lines[0].split("\t") == ["filename", "scene_label", *SCENES]
+    for row, line in enumerate(lines[1:]):
+        cells = line.split("\t")
+        assert cells[0] == f"{row}.wav" and cells[1] == SCENES[int(probabilities[row].argmax())]
+        assert [float(c) for c in cells[2:]] == pytest.approx(probabilities[row].tolist(), abs=1e-6)
+    assert len(lines) == 6 and writer._table is None and writer.path == tmp_path / "submission.csv"

@@ -72,6 +72,8 @@ class AscCLI(LightningCLI):
         root = run_folder(config.trainer.get("default_root_dir") or default_run_folder(config.model))
         config.trainer.default_root_dir = root
         ensure_folder(root, "trainer.default_root_dir")
+        if subcommand == "predict" and config.get("return_predictions") is None:
+            config.return_predictions = False  # the SubmissionWriter keeps what it needs, one row per clip
         if subcommand == "fit" and config.get("ckpt_path") and config.model.get("init_args"):
             config.model.init_args.init_ckpt = None  # resuming: the network comes from its own checkpoint
         if subcommand != "fit" and not config.get("ckpt_path") and not _is_onnx(config.model):

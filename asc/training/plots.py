@@ -94,9 +94,11 @@ def plot_chain(runs: Sequence[StageRun], path: Path) -> Path:
         xs = [run.report[key] for run in runs]
         ys = [100 * run.report["accuracy"] for run in runs]
         ax.plot(xs, ys, color="0.6", zorder=1)
-        for run, x, y in zip(runs, xs, ys, strict=True):
-            ax.scatter([x], [y], zorder=2, s=40)
-            ax.annotate(f"{run.name}\n{y:.1f} %", (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
+        for index, (run, x, y) in enumerate(zip(runs, xs, ys, strict=True)):
+            # stages often coincide (pruning and QAT have one size): numbers alternate sides, names go in the legend
+            point = ax.scatter([x], [y], zorder=2, s=40, label=f"{index + 1}. {run.name}: {y:.1f} %")
+            ax.annotate(str(index + 1), (x, y), textcoords="offset points", fontsize=9, fontweight="bold",
+                        color=point.get_facecolor()[0], xytext=(6, 4) if index % 2 == 0 else (-12, -12))
         ax.axvline(limit, color="tab:red", linestyle="--", linewidth=1)
         ax.text(limit, ax.get_ylim()[0], f" limit {limit:,}", color="tab:red", fontsize=8, va="bottom")
         ax.set_xscale("log")
@@ -104,6 +106,8 @@ def plot_chain(runs: Sequence[StageRun], path: Path) -> Path:
         ax.set_xlabel(f"{unit} (log scale)")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("test accuracy (%)")
+    figure.legend(*axes[0].get_legend_handles_labels(), fontsize=8, ncol=len(runs), loc="lower center",
+                  bbox_to_anchor=(0.5, -0.1))
     figure.suptitle("The chain of stages: accuracy against complexity (dashed: the DCASE 2022 limits)")
     return save(figure, path)
 
@@ -183,7 +187,8 @@ def plot_curves(runs: Sequence[StageRun], path: Path) -> Path:
         if "val_accuracy" in (run.history[0] if run.history else {}):
             accuracy_ax.plot(epochs, [100 * row.get("val_accuracy", np.nan) for row in run.history], marker=".",
                              label=run.name)
-    loss_ax.set(xlabel="epoch", ylabel="training loss", title="training loss")
+    # log scale: an ADMM phase's loss holds its penalty term, hundreds of times a classification loss at first
+    loss_ax.set(xlabel="epoch", ylabel="training loss (log scale)", title="training loss", yscale="log")
     accuracy_ax.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy")
     for ax in (loss_ax, accuracy_ax):
         ax.grid(alpha=0.3)

@@ -18,21 +18,37 @@ class SubmissionWriter(BasePredictionWriter):
     """``asc predict`` writes the challenge's submission CSV into ``trainer.default_root_dir``:
     ``filename``, ``scene_label`` and one probability per class, tab-separated, one row per clip.
 
+    Each batch's probabilities go into one table of ``(clips, classes)`` made when the predict epoch starts, so
+    nothing is kept per batch: an evaluation set of any size costs one float row per clip, and ``asc predict``
+    tells Lightning not to keep the batches' outputs either (``return_predictions: false``).
+
     Args:
         filename: name of the CSV in the run folder.
     """
 
     def __init__(self, filename: str = "submission.csv") -> None:
-        super().__init__(write_interval="epoch")
+        super().__init__(write_interval="batch")
         self.filename = filename
         self.path: Path | None = None
+        self._table: torch.Tensor | None = None
+        self._written: torch.Tensor | None = None
 
-    def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Sequence[Any],
-                           batch_indices: Sequence[Any]) -> None:
-        outputs = [batch for batches in _per_dataloader(predictions) for batch in batches]
-        index = torch.cat([batch["index"].cpu() for batch in outputs])
-        probabilities = torch.cat([batch["probabilities"].cpu() for batch in outputs])
-        index, probabilities = _gather(index, probabilities)
+    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        clips = len(trainer.datamodule.datasets["predict"])
+        self._table = torch.zeros(clips, len(SCENES))
+        self._written = torch.zeros(clips, dtype=torch.bool)
+
+    def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: Any,
+                           batch_indices: Sequence[int] | None, batch: Any, batch_idx: int,
+                           dataloader_idx: int) -> None:
+        index = prediction["index"].cpu()
+        self._table[index] = prediction["probabilities"].detach().float().cpu()
+        self._written[index] = True
+
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        index = self._written.nonzero().flatten()
+        index, probabilities = _gather(index, self._table[index])
+        self._table = self._written = None
         if trainer.is_global_zero:
             self.path = Path(trainer.default_root_dir) / self.filename
             records = trainer.datamodule.datasets["predict"].records
@@ -48,11 +64,6 @@ def _gather(index: torch.Tensor, probabilities: torch.Tensor) -> tuple[torch.Ten
     parts: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(parts, (index, probabilities))
     return torch.cat([part[0] for part in parts]), torch.cat([part[1] for part in parts])
-
-
-def _per_dataloader(predictions: Sequence[Any]) -> list[Sequence[Any]]:
-    """Lightning nests epoch predictions by dataloader only when there are several."""
-    return list(predictions) if predictions and isinstance(predictions[0], list) else [predictions]
 
 
 def write_submission(path: Path, filenames: Sequence[str], index: torch.Tensor, probabilities: torch.Tensor) -> None:
