@@ -107,26 +107,13 @@ class ProgressLines(Callback):
         if not trainer.sanity_checking:
             self.start(trainer.num_val_batches, "validation")
 
-    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        self.step()
-
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.stop()
-
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start(trainer.num_test_batches, "test")
-
-    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        self.step()
-
-    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.stop()
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start(trainer.num_predict_batches, "predict")
 
-    def on_predict_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        self.step()
+    # every loop counts its batches and ends its line the same way
+    on_validation_batch_end = on_test_batch_end = on_predict_batch_end = on_train_batch_end
+    on_validation_epoch_end = on_test_epoch_end = on_predict_epoch_end = on_train_epoch_end
 
-    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.stop()

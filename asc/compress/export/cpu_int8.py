@@ -43,7 +43,6 @@ transition conv (no gain), padding to 4 channels (no gain), ``BatchNormalization
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import numpy as np
@@ -51,50 +50,18 @@ import torch
 from torch import nn
 
 from asc.compress.export.onnx import INPUT_NAME, ONNX_OPSET, OUTPUT_NAME
+from asc.compress.export.onnx_graph import Graph, tiled_loop
 from asc.compress.qat import check_calibrated
 from asc.errors import AscError
 from asc.files import atomic_write
 
 #: Zero-point that puts int8 symmetric codes on uint8 (activations and weights).
 ZERO = 128
-#: Clips per tile of the Loop the network runs in (see :func:`_tiled`; 4 and 8 measured alike, 16 and 32 slower).
+#: Clips per tile of the Loop the network runs in (see :func:`tiled_loop`; 4 and 8 measured alike, 16 and 32 slower).
 TILE = 8
 #: Channel counts are padded to multiples of this: ORT's blocked (NCHWc) convolutions need a multiple of 4
 #: (measured on AVX-512); 8 is the AVX2 block, and 4 measured no faster here.
 LANES = 8
-
-
-class _Graph:
-    """Nodes and constants of the graph being built; every op output gets a fresh name."""
-
-    def __init__(self, parent: _Graph | None = None) -> None:
-        self.nodes: list = []
-        self.constants: list = []
-        self.counter = parent.counter if parent else itertools.count(1)
-
-    def subgraph(self) -> _Graph:
-        """A graph for a Loop body: its own nodes and constants, names unique across both."""
-        return _Graph(self)
-
-    def _name(self, hint: str) -> str:
-        return f"{hint}_{next(self.counter)}"
-
-    def const(self, value, dtype=np.float32) -> str:
-        from onnx import numpy_helper
-
-        name = self._name("c")
-        self.constants.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
-        return name
-
-    def shape(self, *dims: int) -> str:
-        return self.const(dims, np.int64)
-
-    def op(self, op_type: str, *inputs: str, outputs: int = 1, **attributes):
-        from onnx import helper
-
-        names = [self._name(op_type) for _ in range(outputs)]
-        self.nodes.append(helper.make_node(op_type, list(inputs), names, name=names[0], **attributes))
-        return names[0] if outputs == 1 else names
 
 
 def _lanes(channels: int) -> int:
@@ -136,7 +103,7 @@ def _batch_norm(bn: nn.Module | None, channels: int) -> tuple[np.ndarray, np.nda
     return scale, shift
 
 
-def _quantize(g: _Graph, x: str, layer: nn.Module) -> str:
+def _quantize(g: Graph, x: str, layer: nn.Module) -> str:
     """``layer``'s input quantizer: uint8 codes with zero-point 128 (int8 symmetric, also its clamp)."""
     return g.op("QuantizeLinear", x, g.const(_input_scale(layer)), g.const(ZERO, np.uint8))
 
@@ -155,7 +122,7 @@ def _folded(conv: nn.Conv2d, bn: nn.Module | None) -> tuple[np.ndarray, np.ndarr
     return codes, step * scale, shift
 
 
-def _conv_float(g: _Graph, xq: str, conv: nn.Conv2d, bn: nn.Module | None = None, input_zero: int = ZERO,
+def _conv_float(g: Graph, xq: str, conv: nn.Conv2d, bn: nn.Module | None = None, input_zero: int = ZERO,
                 padded_input: bool = True) -> str:
     """``bn(conv(x))`` as a float conv on the dequantized codes, channels padded to :data:`LANES`.
 
@@ -171,7 +138,7 @@ def _conv_float(g: _Graph, xq: str, conv: nn.Conv2d, bn: nn.Module | None = None
     return g.op("Conv", x, g.const(weight), g.const(_pad(shift, out)), **_conv_attributes(conv, groups))
 
 
-def _conv_requantized(g: _Graph, xq: str, conv: nn.Conv2d, bn: nn.Module, consumer: nn.Module) -> str:
+def _conv_requantized(g: Graph, xq: str, conv: nn.Conv2d, bn: nn.Module, consumer: nn.Module) -> str:
     """``consumer``'s quantized input ``Q(relu(bn(conv(x))))`` as one QLinearConv, exact to QAT's rounding.
 
     The uint8 output with zero-point 0 saturates negatives (the ReLU); the Clip is the int8 bound.
@@ -191,7 +158,7 @@ def _conv_requantized(g: _Graph, xq: str, conv: nn.Conv2d, bn: nn.Module, consum
     return g.op("Clip", result, zero, g.const(127, np.uint8))
 
 
-def _resnorm(g: _Graph, x: str, norm: nn.Module, channels: int, freq: int, frames: int) -> str:
+def _resnorm(g: Graph, x: str, norm: nn.Module, channels: int, freq: int, frames: int) -> str:
     """ResNorm ``lam*x + (x - mean) / std`` over channels and time, as ``x * a - b`` per (clip, band).
 
     The sums over channels of ``x`` and ``x²`` are matrix products with a row of ones on the
@@ -219,7 +186,7 @@ def _resnorm(g: _Graph, x: str, norm: nn.Module, channels: int, freq: int, frame
     return g.op("Reshape", g.op("Sub", g.op("Mul", flat, a), b), g.shape(0, padded, freq, frames))
 
 
-def _resnorm_two_pass(g: _Graph, x: str, norm: nn.Module) -> str:
+def _resnorm_two_pass(g: Graph, x: str, norm: nn.Module) -> str:
     """ResNorm as PyTorch computes it, for the network's one-channel input, whose statistics are over time
     alone (the fast innermost-axis reduction): raw log-mels have a large mean (about -5) and near-constant
     bands, where ``E[x²] - E[x]²`` would cancel to noise."""
@@ -229,7 +196,7 @@ def _resnorm_two_pass(g: _Graph, x: str, norm: nn.Module) -> str:
     return g.op("Add", g.op("Mul", x, g.const(norm.lam)), g.op("Mul", centred, inverse))
 
 
-def _block(g: _Graph, h: str, block: nn.Module, freq: int, frames: int, relu: bool) -> str:
+def _block(g: Graph, h: str, block: nn.Module, freq: int, frames: int, relu: bool) -> str:
     """One BC-ResNet block; ``relu=False`` leaves the final ReLU to after the max-pooling that follows.
 
     Padded channels stay 0: their weights, batch norms and shifts are 0, and ResNorm maps a zero input
@@ -255,7 +222,7 @@ def _block(g: _Graph, h: str, block: nn.Module, freq: int, frames: int, relu: bo
     return g.op("Relu", out) if relu else out
 
 
-def _frequency_mean(g: _Graph, u: str, ssn: nn.Module, channels: int, freq: int) -> str:
+def _frequency_mean(g: Graph, u: str, ssn: nn.Module, channels: int, freq: int) -> str:
     """The mean over frequency of ``SubSpectralNorm(u)``, ``(B, C, 1, T)``, as a depthwise conv on ``u``.
 
     The frequency conv's output ``u`` is in ORT's blocked (NCHWc) layout when this conv reads it, so the
@@ -273,7 +240,7 @@ def _frequency_mean(g: _Graph, u: str, ssn: nn.Module, channels: int, freq: int)
                 kernel_shape=[freq, 1], group=padded)
 
 
-def _subspectral(g: _Graph, x: str, ssn: nn.Module, channels: int, freq: int, frames: int) -> str:
+def _subspectral(g: Graph, x: str, ssn: nn.Module, channels: int, freq: int, frames: int) -> str:
     """SubSpectralNorm: batch norm on a view with (channel, sub-band) rows; padded rows map to 0."""
     bands, bn = ssn.sub_bands, ssn.bn
     rows = _lanes(channels) * bands
@@ -284,7 +251,7 @@ def _subspectral(g: _Graph, x: str, ssn: nn.Module, channels: int, freq: int, fr
     return g.op("Reshape", out, g.shape(0, _lanes(channels), freq, frames))
 
 
-def _bcresnet(g: _Graph, x: str, cnn: nn.Module, frames: int) -> str:
+def _bcresnet(g: Graph, x: str, cnn: nn.Module, frames: int) -> str:
     """BC-ResNet from ``(B, 1, n_bands, T)`` log-mels to logits."""
     from asc.models.bcresnet import stage_frequencies
 
@@ -306,14 +273,14 @@ def _bcresnet(g: _Graph, x: str, cnn: nn.Module, frames: int) -> str:
     return _gemm(g, pooled, head, _lanes(head.in_channels))
 
 
-def _gemm(g: _Graph, x: str, layer: nn.Module, inputs: int) -> str:
+def _gemm(g: Graph, x: str, layer: nn.Module, inputs: int) -> str:
     """A float Gemm with the layer's dequantized weights (the head's 1x1 conv or a linear layer)."""
     codes, step = _weight_codes(layer)
     weight = _pad(codes.reshape(len(step), -1) * step[:, None], inputs, axis=1)
     return g.op("Gemm", x, g.const(weight), g.const(_array(layer.bias)), transB=1)
 
 
-def _moments_linear(g: _Graph, x: str, linear: nn.Module) -> str:
+def _moments_linear(g: Graph, x: str, linear: nn.Module) -> str:
     """The linear model: moments over time (float), moment batch norm, quantized input, float Gemm."""
     from asc.models.moments import MOMENT_NAMES
 
@@ -338,7 +305,7 @@ def _moments_linear(g: _Graph, x: str, linear: nn.Module) -> str:
     return _gemm(g, features, classifier, linear.n_features)
 
 
-def _select_bands(g: _Graph, x: str, model: nn.Module) -> str:
+def _select_bands(g: Graph, x: str, model: nn.Module) -> str:
     """A tandem's kept bands (a Gather on the input) times their feature-selection gains, in float."""
     from asc.models import Tandem
 
@@ -350,7 +317,7 @@ def _select_bands(g: _Graph, x: str, model: nn.Module) -> str:
     return x
 
 
-def _network(g: _Graph, x: str, model: nn.Module, frames: int) -> str:
+def _network(g: Graph, x: str, model: nn.Module, frames: int) -> str:
     """The logits of a tandem (on its selected bands), a BC-ResNet or a linear model."""
     from asc.models import BCResNet, MomentsLinear, Tandem
 
@@ -363,36 +330,9 @@ def _network(g: _Graph, x: str, model: nn.Module, frames: int) -> str:
     raise AscError(f"the CPU int8 export knows tandem, bcresnet and linear models, not {type(model).__name__}")
 
 
-def _tiled(g: _Graph, x: str, model: nn.Module, frames: int, classes: int) -> str:
-    """The network over the batch in tiles of :data:`TILE` clips: a ``Loop`` whose body is the whole network.
-
-    ORT runs one node at a time over its whole tensor. At batch 64 the first stage's activations are
-    20-40 MB a tensor, so each of its ~60 element-wise nodes streams through main memory; a tile of 8
-    clips (2.5-5 MB) stays in the per-core cache from node to node. Measured 1.3-1.5x faster per clip
-    at batch 64 and no slower at batch 1 (one iteration). The logits of each tile are appended to the
-    loop-carried ``(clips so far, classes)`` tensor; the last tile may be shorter (``Slice`` clamps).
-    The body's constants live in the body: ORT folds and reorders a subgraph's weights only then.
-    """
-    from onnx import TensorProto, helper
-
-    body = g.subgraph()
-    index, going, done = body._name("tile_index"), body._name("going"), body._name("logits_so_far")
-    start = body.op("Mul", index, body.const(TILE, np.int64))
-    bounds = [body.op("Unsqueeze", value, body.const([0], np.int64)) for value in
-              (start, body.op("Add", start, body.const(TILE, np.int64)))]
-    tile = body.op("Slice", x, *bounds, body.const([0], np.int64))  # the last tile may be shorter
-    logits = body.op("Concat", done, _network(body, tile, model, frames), axis=0)
-    going_out = body.op("Identity", going)
-    graph = helper.make_graph(
-        body.nodes, "tile",
-        [helper.make_tensor_value_info(index, TensorProto.INT64, []),
-         helper.make_tensor_value_info(going, TensorProto.BOOL, []),
-         helper.make_tensor_value_info(done, TensorProto.FLOAT, [None, classes])],
-        [helper.make_tensor_value_info(going_out, TensorProto.BOOL, []),
-         helper.make_tensor_value_info(logits, TensorProto.FLOAT, [None, classes])], body.constants)
-    batch = g.op("Gather", g.op("Shape", x), g.const(0, np.int64), axis=0)
-    tiles = g.op("Div", g.op("Add", batch, g.const(TILE - 1, np.int64)), g.const(TILE, np.int64))
-    return g.op("Loop", tiles, "", g.const(np.zeros((0, classes))), body=graph)
+def _tiled(g: Graph, x: str, model: nn.Module, frames: int, classes: int) -> str:
+    """The network over the batch in tiles of :data:`TILE` clips (see :func:`tiled_loop` for why)."""
+    return tiled_loop(g, x, lambda body, tile: _network(body, tile, model, frames), TILE, classes)
 
 
 def export_onnx_cpu(
@@ -415,7 +355,7 @@ def export_onnx_cpu(
     check_calibrated(model)
     _check_every_layer_quantized(model)
     _, _, n_mels, frames = example.shape
-    g = _Graph()
+    g = Graph()
     logits = _tiled(g, _select_bands(g, INPUT_NAME, model), model, frames, _classes(model))
     g.nodes.append(helper.make_node("Identity", [logits], [OUTPUT_NAME], name=OUTPUT_NAME))
     graph = helper.make_graph(
