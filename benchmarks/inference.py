@@ -110,6 +110,14 @@ def ort_runner(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: session.run(None, {name: x})[0]
 
 
+def cpu_int8_runner(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The CPU int8 form as ``asc test`` runs it (``run_onnx``): a one-thread session, a batch in up to
+    ``threads`` parts of whole tiles on as many threads."""
+    from asc.compress.export.onnx import run_onnx
+
+    return lambda x: run_onnx(path, x, threads)
+
+
 def session_options(threads: int, profile_prefix: str | None = None):
     """onnxruntime's settings for every variant: ``threads`` intra-op threads that do not spin, one inter-op
     thread, default graph optimizations (ORT_ENABLE_ALL, as ``run_onnx`` uses); optionally the profiler."""
@@ -150,7 +158,8 @@ def runners(model: nn.Module, qmodel: nn.Module, paths: dict[str, Path | str], t
     """Callables by variant, and a note per variant: its largest logit difference from its torch model
     (variants beyond the four, e.g. another int8 graph of the same QAT model, against the QAT model)."""
     calls = {EAGER: eager_runner(model)}
-    calls.update({name: ort_runner(path, threads) for name, path in paths.items() if isinstance(path, Path)})
+    calls.update({name: cpu_int8_runner(path, threads) if name == ORT_CPU else ort_runner(path, threads)
+                  for name, path in paths.items() if isinstance(path, Path)})
     x = logmels(8, seed=99).numpy()
     quantized = eager_runner(qmodel)(x)
     reference = {name: quantized for name in paths}

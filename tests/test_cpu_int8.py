@@ -96,8 +96,9 @@ def test_cpu_form_passes_the_export_gate_and_keeps_the_interface(qat: nn.Module,
 
 def test_the_network_runs_in_tiles_and_every_batch_size_gives_each_clips_own_logits(
         qat: nn.Module, tmp_path: Path) -> None:
-    """The batch goes through the network TILE clips at a time (a Loop): sizes around and across tile
-    boundaries give each clip the logits it gets alone, and PyTorch's."""
+    """The batch goes through the network TILE clips at a time (a Loop), and ``run_onnx`` runs it in parts
+    on several threads: sizes around and across tile boundaries, with 1-3 threads, give each clip the
+    logits it gets alone, and PyTorch's."""
     path = tmp_path / "cpu.onnx"
     export_onnx_cpu(qat, EXAMPLE, path)
     top = onnx.load(str(path)).graph
@@ -108,7 +109,9 @@ def test_the_network_runs_in_tiles_and_every_batch_size_gives_each_clips_own_log
     x = inputs(2 * TILE + 3, 12) * 3
     alone = np.concatenate([onnx_export.run_onnx(path, x[i : i + 1].numpy()) for i in range(len(x))])
     for size in (1, TILE - 1, TILE, TILE + 1, 2 * TILE + 3):
-        np.testing.assert_allclose(onnx_export.run_onnx(path, x[:size].numpy()), alone[:size], atol=1e-5)
+        for threads in (1, 2, 3):  # run_onnx splits the batch in parts of whole tiles, one per thread
+            ours = onnx_export.run_onnx(path, x[:size].numpy(), threads=threads)
+            np.testing.assert_allclose(ours, alone[:size], atol=1e-5)
     with torch.no_grad():
         assert compare(qat(x).numpy(), alone, quantized=True).median_difference < 0.02
 
@@ -209,3 +212,19 @@ def test_export_cpu_out(qat: nn.Module, tmp_path: Path, capsys: pytest.CaptureFi
     assert not (tmp_path / "f.onnx").exists() and not (tmp_path / "f_cpu.onnx").exists()
     line = _error(capsys, "export", "--ckpt_path", ckpt, "--out", str(out), "--cpu_out", str(tmp_path / "no" / "x"))
     assert "--cpu_out: folder" in line and "does not exist" in line, line
+
+
+def test_run_onnx_splits_only_the_cpu_int8_form_in_parts_of_whole_tiles(qat: nn.Module, tmp_path: Path) -> None:
+    """The CPU int8 form's one-thread session takes a batch in up to ``threads`` parts of whole tiles; any other
+    file runs whole on onnxruntime's own threads."""
+    cpu, qdq = tmp_path / "cpu.onnx", tmp_path / "qdq.onnx"
+    export_onnx_cpu(qat, EXAMPLE, cpu)
+    onnx_export.export_onnx(qat, EXAMPLE, qdq)
+    session = onnx_export.onnx_session(cpu)
+    assert session.get_session_options().intra_op_num_threads == 1
+    assert onnx_export.onnx_session(qdq).get_session_options().intra_op_num_threads == 0  # onnxruntime's default
+    assert onnx_export._parts(session, 64, 2) == [slice(0, 32), slice(32, 64)]
+    assert onnx_export._parts(session, 17, 4) == [slice(0, TILE), slice(TILE, 2 * TILE), slice(2 * TILE, 3 * TILE)]
+    assert onnx_export._parts(session, TILE, 2) == [slice(0, TILE)]
+    assert onnx_export._parts(session, 64, 1) == [slice(0, 64)]
+    assert onnx_export._parts(onnx_export.onnx_session(qdq), 64, 2) == [slice(0, 64)]

@@ -49,16 +49,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from asc.compress.export.onnx import INPUT_NAME, ONNX_OPSET, OUTPUT_NAME
-from asc.compress.export.onnx_graph import Graph, tiled_loop
+from asc.compress.export.onnx import CPU_INT8_GRAPH, INPUT_NAME, ONNX_OPSET, OUTPUT_NAME
+from asc.compress.export.onnx_graph import TILE, Graph, tiled_loop
 from asc.compress.qat import check_calibrated
 from asc.errors import AscError
 from asc.files import atomic_write
 
 #: Zero-point that puts int8 symmetric codes on uint8 (activations and weights).
 ZERO = 128
-#: Clips per tile of the Loop the network runs in (see :func:`tiled_loop`; 4 and 8 measured alike, 16 and 32 slower).
-TILE = 8
 #: Channel counts are padded to multiples of this: ORT's blocked (NCHWc) convolutions need a multiple of 4
 #: (measured on AVX-512); 8 is the AVX2 block, and 4 measured no faster here.
 LANES = 8
@@ -359,7 +357,7 @@ def export_onnx_cpu(
     logits = _tiled(g, _select_bands(g, INPUT_NAME, model), model, frames, _classes(model))
     g.nodes.append(helper.make_node("Identity", [logits], [OUTPUT_NAME], name=OUTPUT_NAME))
     graph = helper.make_graph(
-        g.nodes, "asc_cpu_int8",
+        g.nodes, CPU_INT8_GRAPH,
         [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", 1, n_mels, frames])],
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", _classes(model)])], g.constants,
     )

@@ -4,6 +4,8 @@ file in onnxruntime: what TensorRT builds an engine from, and what ``asc test`` 
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from asc.compress.export.onnx_graph import TILE
 from asc.compress.qat import quiet
 from asc.errors import AscError
 from asc.files import atomic_path
@@ -20,6 +23,8 @@ from asc.files import atomic_path
 ONNX_OPSET = 17
 INPUT_NAME = "logmel"
 OUTPUT_NAME = "logits"
+#: The graph name of the CPU int8 form (:mod:`asc.compress.export.cpu_int8`), which :func:`run_onnx` runs in parts.
+CPU_INT8_GRAPH = "asc_cpu_int8"
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -77,12 +82,31 @@ def onnx_qdq_summary(path: Path) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=4)
 def _session(path: str, mtime_ns: int, size: int) -> Any:
-    """One onnxruntime session per file version: evaluation calls :func:`run_onnx` once per batch."""
+    """One onnxruntime session per file version: evaluation calls :func:`run_onnx` once per batch.
+
+    The CPU int8 form gets a one-thread session: its network runs as a ``Loop`` over tiles of clips, whose
+    small nodes gain nothing from onnxruntime's intra-op threads (a second thread made batch 1 slower);
+    :func:`run_onnx` runs parts of a batch on it from several threads instead (a session runs concurrently).
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    if session.get_modelmeta().graph_name != CPU_INT8_GRAPH:
+        return session
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+@functools.lru_cache(maxsize=2)
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="asc-onnx")
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its affinity: what SLURM or ``taskset`` granted)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def onnx_session(path: Path) -> Any:
@@ -98,11 +122,21 @@ def onnx_session(path: Path) -> Any:
         raise AscError(f"{path}: not a readable ONNX model: {reason}") from None
 
 
-def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
+def _parts(session: Any, batch: int, threads: int) -> list[slice]:
+    """How :func:`run_onnx` splits a batch: the CPU int8 form in up to ``threads`` parts of whole tiles (each
+    part on its own thread), any other file in one part (onnxruntime's own threads share its kernels)."""
+    if session.get_modelmeta().graph_name != CPU_INT8_GRAPH or threads < 2 or batch <= TILE:
+        return [slice(0, batch)]
+    size = -(-batch // (threads * TILE)) * TILE
+    return [slice(start, start + size) for start in range(0, batch, size)]
+
+
+def run_onnx(path: Path, x: np.ndarray, threads: int | None = None) -> np.ndarray:
     """Logits of an exported model in onnxruntime (CPU) for log-mels ``x`` of shape ``(batch, 1, F, T)``.
 
     The shape is checked against the model's declared input first, so a file exported for other
-    bands or clip lengths gives one clear line instead of an onnxruntime stack trace.
+    bands or clip lengths gives one clear line instead of an onnxruntime stack trace. ``threads`` (default:
+    :func:`available_cores`) bounds the parts the CPU int8 form's batch runs in side by side.
     """
     session = onnx_session(path)
     declared = session.get_inputs()[0]
@@ -113,4 +147,9 @@ def run_onnx(path: Path, x: np.ndarray) -> np.ndarray:
     if not fits:
         shown = "(" + ", ".join(str(dim) for dim in expected) + ")"
         raise AscError(f"{path}: input of shape {tuple(x.shape)} does not fit the model's input {shown}")
-    return session.run(None, {declared.name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    parts = _parts(session, len(x), threads or available_cores())
+    if len(parts) == 1:
+        return session.run(None, {declared.name: x})[0]
+    outputs = _pool(len(parts)).map(lambda part: session.run(None, {declared.name: x[part]})[0], parts)
+    return np.concatenate(list(outputs))
