@@ -248,7 +248,9 @@ def results_section(text: str, argv: list[str], out: Path, presets: list[str], s
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
     return "\n".join([
         "## The recipe variants on the built-in presets", "",
-        f"Made by `{command}` on {datetime.date.today().isoformat()} ({machine}); seeds {seeds}.",
+        f"Made by `{command}` on {datetime.date.today().isoformat()} ({machine}); seeds {seeds}."
+        + (" `--table-only` tabulates the finished runs (every seed of each row is listed below it); without it"
+           " the command runs the missing ones first." if "--table-only" in argv else ""),
         f"Test split (the evaluate split, locations never trained on): {sizes} clips.", "",
         "`hard` and `cross` come from two generator families (devices, rooms, scene textures); the microphone",
         "responses of the device-response augmentation come from `hard`'s. A difference smaller than the seed",

@@ -106,11 +106,13 @@ def test_ablation_table_only_runs_nothing_and_names_the_unfinished_runs(
         fake_metrics(out / "hard" / "report" / "all" / f"seed{seed}" / "tandem", accuracy, report="test-train")
     fake_metrics(out / "hard" / "report" / "all" / "seed1" / "tandem", 0.9)  # interrupted after its tandem
     assert ablation.main(["--out", str(out), "--presets", "hard", "--variants", "all", "--seeds", "0", "1", "2",
-                          "--table-only"]) == 0
+                          "--table-only", "--results", str(tmp_path / "results.md")]) == 0
     printed = capsys.readouterr()
     unfinished = out / "hard" / "report" / "all" / "seed1"
     assert printed.err.strip().splitlines() == [f"{unfinished}: not finished, left out of the table"]
     assert "| hard | all | Tandem | 50.00 ± 14.14 |" in printed.out and "Seeds: hard/all 0, 2" in printed.out
+    page = (tmp_path / "results.md").read_text()  # the page says that the table holds only the finished runs
+    assert "--table-only` tabulates the finished runs" in page and "Seeds: hard/all 0, 2" in page
 
 
 # ---------------------------------------------------------------- make bench (benchmarks/run.py and its parts)

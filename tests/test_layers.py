@@ -117,6 +117,23 @@ def test_the_shipped_admm_stages_contract_over_their_learning_rates(recipe: str,
     assert (admm["warmup_steps"] > 0) == (stage == "feature_selection")
 
 
+def test_a_qat_config_without_a_learning_rate_fine_tunes_at_the_qat_default(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """QAT's own default (0.001), not the tandem's peak rate, when a config leaves ``model.lr`` out."""
+    from asc.cli.pipeline import stage_configs
+    from asc.training.qat import QATStage
+    from asc.training.tandem import TandemStage
+
+    args = stage_configs(CONFIGS.parent / "report", "qat")
+    shipped = Path(args[-1])
+    without = tmp_path / "qat.yaml"
+    without.write_text("\n".join(line for line in shipped.read_text().splitlines() if "lr: 0.001" not in line))
+    config = printed_config(capsys, [*args[:-1], str(without)])
+    init = config["model"]["init_args"]
+    assert "lr: 0.001" in shipped.read_text() and init["lr"] is None  # base.yaml's parse must not fill in 0.035
+    assert QATStage(lr=init["lr"]).hparams.lr == 0.001 and TandemStage(lr=None).hparams.lr == 0.035
+
+
 def test_the_shipped_plus_recipe_is_the_report_with_every_addition_and_honest_selection(
         capsys: pytest.CaptureFixture) -> None:
     """configs/plus builds on configs/report with the layers, validates on held-out training locations and hands

@@ -36,9 +36,11 @@ class QATStage(SceneModule):
         percentile: percentile of the ``percentile`` method.
     """
 
+    #: ``lr`` when a config leaves it out: QAT fine-tunes a trained network (the shipped configs' 0.001).
+    default_lr = 0.001
+
     def __init__(self, calibration: str = "max", calibration_batches: int = 8, percentile: float = 99.99,
                  **kwargs: Any) -> None:
-        kwargs.setdefault("lr", 0.0005)
         super().__init__(**kwargs)
         if calibration not in qat.CALIBRATION_METHODS:
             raise AscError(f"model.calibration: {calibration!r} is not one of "

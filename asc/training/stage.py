@@ -57,7 +57,9 @@ class SceneModule(L.LightningModule):
     ``data.features``: nothing about the input is typed twice.
 
     Args:
-        lr: the learning rate, the peak of the schedule (report: 0.035).
+        lr: the learning rate, the peak of the schedule; None: the stage's own (``default_lr``: the report's
+            0.035, QAT's 0.001). Not a per-class default of ``lr``: a config file without ``class_path`` (the
+            shared base.yaml) fills this class's defaults, which jsonargparse then carries into the stage's class.
         schedule: the learning-rate schedule (``LRSchedule``: warm-up epochs, final learning rate, shape);
             the stage adds its Warmup and Annealing callbacks.
         momentum: SGD momentum (0.9).
@@ -83,9 +85,12 @@ class SceneModule(L.LightningModule):
         report_name: the row name of this model in test reports.
     """
 
+    #: The learning rate when ``lr`` is None (the report's tandem peak, §3.3); a stage that fine-tunes sets its own.
+    default_lr = 0.035
+
     def __init__(
         self,
-        lr: float = 0.035,
+        lr: float | None = None,
         schedule: LRSchedule = LRSchedule(),
         momentum: float = 0.9,
         weight_decay: float = 1e-3,
@@ -109,6 +114,7 @@ class SceneModule(L.LightningModule):
         # too, so a stage built directly in Python has all its hyperparameters, defaults included. The
         # features travel in the checkpoint's contract instead (plain values, one owner: data.features).
         self.save_hyperparameters(ignore=["features", "admm", "schedule"])
+        self.hparams["lr"] = self.default_lr if lr is None else lr
         self.hparams["schedule"] = asdict(schedule)  # plain values: checkpoints stay loadable with weights_only
         self.schedule = schedule
         self.augmentations = Augmentations(roll, freq_mask, freq_mixstyle_p, freq_mixstyle_alpha, device_ir_p)
