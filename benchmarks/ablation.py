@@ -10,7 +10,8 @@ per preset and seed (``--seed_everything``). ``cross`` is written by another gen
 come from ``hard``'s family: an addition scores on ``cross`` only when it generalises. ``ensemble`` adds the
 teacher stage (an ensemble whose mean logits teach the tandem and every compression stage); ``peer`` trains the
 DCASE 2024 baseline network (CP-Mobile, configs/peer.yaml) for the wall-clock time the ``report``
-pipeline of the same preset and seed took (its epoch time measured by a one-epoch probe).
+pipeline takes on the same preset (the median over its finished seeds; its epoch time measured by a one-epoch
+probe).
 
 Per preset, variant and model: the test accuracy overall and per device group (real a-c, seen simulated s1-s3,
 unseen s4-s6) as mean ± std over the seeds, every seed's figure, the tandem's accuracy on its own training split
@@ -108,8 +109,7 @@ def one_run(preset: str, variant: str, seed: int, root: Path, args: argparse.Nam
     started = time.perf_counter()
     if not args.table_only and not finished(out, variant):
         if variant == PEER:
-            budget = seconds_of(run_folder(args.out, preset, args.protocol, "report", seed))
-            run_peer(seed, root, out, args.protocol, budget, extra)
+            run_peer(seed, root, out, args.protocol, peer_budget(args.out, preset, args.protocol), extra)
         else:
             run_variant(variant, seed, root, out, args.protocol, extra)
         (out / "seconds.json").write_text(json.dumps({"seconds": round(time.perf_counter() - started, 1)}))
@@ -126,9 +126,18 @@ def run_variant(variant: str, seed: int, root: Path, out: Path, protocol: str, e
              str(root), "--data.test_split", "train"])
 
 
+def peer_budget(out: Path, preset: str, protocol: str) -> float | None:
+    """The peer's wall-clock budget: the median time of the report pipeline's finished seeds on this preset, so
+    that one run slowed by other work on the machine does not set it (None before any has finished)."""
+    report = run_folder(out, preset, protocol, "report", 0).parent
+    times = [seconds for run in sorted(report.glob("seed*")) if (seconds := seconds_of(run)) is not None]
+    return statistics.median(times) if times else None
+
+
 def run_peer(seed: int, root: Path, out: Path, protocol: str, budget: float | None, extra: list[str]) -> None:
-    """CP-Mobile with its own recipe for ``budget`` seconds (the report pipeline's time): a one-epoch probe
-    measures its epoch, then the fit runs as many epochs as fit the budget (its schedule spans them)."""
+    """CP-Mobile with its own recipe for ``budget`` seconds (the report pipeline's, :func:`peer_budget`): a
+    one-epoch probe measures its epoch, then the fit runs as many epochs as fit the budget (its schedule spans
+    them)."""
     from asc.cli.pipeline import stage_configs
 
     common = [*stage_configs(CONFIGS, "peer"), "--config", str(PEER_CONFIG), "--data.root",

@@ -96,6 +96,18 @@ def test_ablation_runs_each_variant_with_its_layers_and_reports_mean_and_std(
     assert ablation.main(["--out", str(out), "--variants", "nope"]) == 2
 
 
+def test_the_peers_budget_is_the_median_time_of_the_report_pipelines_seeds(tmp_path: Path) -> None:
+    """One report run slowed by other work on the machine does not set the peer's wall-clock budget."""
+    ablation = load_ablation()
+    assert ablation.peer_budget(tmp_path, "cross", "report") is None  # no finished report run yet
+    for seed, seconds in ((0, 1087.4), (1, 580.8), (2, 504.2)):
+        run = ablation.run_folder(tmp_path, "cross", "report", "report", seed)
+        run.mkdir(parents=True)
+        (run / "seconds.json").write_text(json.dumps({"seconds": seconds}))
+    assert ablation.peer_budget(tmp_path, "cross", "report") == 580.8
+    assert ablation.peer_budget(tmp_path, "hard", "report") is None
+
+
 def test_ablation_table_only_runs_nothing_and_names_the_unfinished_runs(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     ablation, out = load_ablation(), tmp_path / "ablation"
