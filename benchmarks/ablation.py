@@ -27,7 +27,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -35,7 +34,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.report import write_section
+from benchmarks.report import cpu_model, write_section
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 CONFIGS = REPOSITORY / "configs" / "builtin"
@@ -254,7 +253,7 @@ def results_section(text: str, argv: list[str], out: Path, presets: list[str], s
 
     command = shlex.join(["python", "-m", "benchmarks.ablation", *argv])
     sizes = ", ".join(f"{preset} {_clips(out / preset / 'data')}" for preset in presets)
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+    machine = f"{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}"
     return "\n".join([
         "## The recipe variants on the built-in presets", "",
         f"Made by `{command}` on {datetime.date.today().isoformat()} ({machine}); seeds {seeds}."
