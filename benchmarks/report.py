@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from asc.machine import available_cores
+
 COLUMNS = ("section", "measurement", "value", "unit", "ratio", "vs", "note")
 
 
@@ -45,10 +47,9 @@ def machine() -> dict[str, Any]:
     import onnxruntime
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "cpu": cpu_model(),
-        "cores": cores,
+        "cores": available_cores(),
         "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         "python": platform.python_version(),
         "torch": torch.__version__,

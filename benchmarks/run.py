@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from asc.machine import available_cores
 from benchmarks.report import Row, machine, text_table, with_ratios, write
 
 if TYPE_CHECKING:
@@ -50,11 +51,6 @@ class Plan:
 
 QUICK = Plan(factors=(1, 2), train_width=1, timed_steps=1, pruning_width=2, front_end_clips=16, repeats=1,
              inference_repeats=1, batch1_calls=2, quick=True)
-
-
-def cores() -> int:
-    """Cores this process may use (torch's default thread count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def say(message: str) -> None:
@@ -121,10 +117,10 @@ def settings_of(plan: Plan, workers: int, threads: Sequence[int], train_threads:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("build/bench"))
-    parser.add_argument("--workers", type=int, default=cores(), help="cache build and synth processes")
+    parser.add_argument("--workers", type=int, default=available_cores(), help="cache build and synth processes")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                         help="thread counts of the inference section (every variant, each count its own rows)")
-    parser.add_argument("--train-threads", type=int, default=cores(),
+    parser.add_argument("--train-threads", type=int, default=available_cores(),
                         help="torch threads of the training figures (default: the cores, as a training run has)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the machinery, figures mean nothing")
     args = parser.parse_args(argv)

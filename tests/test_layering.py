@@ -20,7 +20,7 @@ ROOT = Path(__file__).parents[1]
 #: Lowest first. A name covers that module and, for a subpackage, every module below it; the top package
 #: itself covers only its own ``__init__.py``, which re-exports ``asc.api`` lazily.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("asc.errors", "asc.files", "asc.progress", "asc.version")),
+    ("foundation", ("asc.errors", "asc.files", "asc.machine", "asc.progress", "asc.version")),
     ("data", ("asc.data",)),
     ("models", ("asc.models",)),
     ("compress", ("asc.compress",)),

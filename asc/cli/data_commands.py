@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from asc.data.features import FeatureSettings
-
-
-def _workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+from asc.machine import available_cores
 
 
 def synth(argv: Sequence[str]) -> int:
@@ -29,7 +25,7 @@ def synth(argv: Sequence[str]) -> int:
                              "real set's sizes)")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the preset's number of locations")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=_workers())
+    parser.add_argument("--workers", type=int, default=available_cores())
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     spec = SynthSpec.preset(args.size)
@@ -53,7 +49,7 @@ def cache(argv: Sequence[str]) -> int:
     parser.add_argument("--n-mels", type=int, default=defaults.n_mels)
     parser.add_argument("--win-ms", type=float, default=defaults.win_ms)
     parser.add_argument("--hop-ms", type=float, default=defaults.hop_ms)
-    parser.add_argument("--workers", type=int, default=_workers())
+    parser.add_argument("--workers", type=int, default=available_cores())
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--prune", action="store_true",
                         help="instead of building, remove the caches in the cache folder that the clips of the fold "

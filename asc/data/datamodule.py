@@ -25,6 +25,7 @@ from asc.data.features import FeatureSettings
 from asc.data.index import VAL_SPLITS, ClipRecord, DatasetIndex, split_holdout
 from asc.data.layout import FOLD_FILES
 from asc.errors import AscError
+from asc.machine import available_cores
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ class DCASEDataModule(L.LightningDataModule):
         if self.feature_cache is not None:
             workers = self.hparams.cache_workers
             issues = self.feature_cache.ensure(
-                workers=workers if workers is not None else (len(_cpus()) or 1), progress=self.hparams.progress
+                workers=workers if workers is not None else available_cores(), progress=self.hparams.progress
             )
         else:
             issues = AudioIssues()
@@ -313,8 +314,3 @@ def warn_audio_issues(issues: AudioIssues) -> None:
     if summary:
         warnings.warn(summary, stacklevel=2)
 
-
-def _cpus() -> set[int]:
-    import os
-
-    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))

@@ -4,7 +4,6 @@ file in onnxruntime: what TensorRT builds an engine from, and what ``asc test`` 
 from __future__ import annotations
 
 import functools
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from asc.compress.export.onnx_graph import TILE
 from asc.compress.qat import quiet
 from asc.errors import AscError
 from asc.files import atomic_path
+from asc.machine import available_cores
 
 #: ONNX export settings shared by float and quantized models (TorchScript exporter: the dynamo
 #: exporter fails on modelopt's data-dependent ``if amax < 0`` check).
@@ -104,11 +104,6 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(threads, thread_name_prefix="asc-onnx")
 
 
-def available_cores() -> int:
-    """The cores this process may run on (its affinity: what SLURM or ``taskset`` granted)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def onnx_session(path: Path) -> Any:
     """The onnxruntime session of an ONNX file; one line for a file that is missing or not a model."""
     path = Path(path)
@@ -136,7 +131,7 @@ def run_onnx(path: Path, x: np.ndarray, threads: int | None = None) -> np.ndarra
 
     The shape is checked against the model's declared input first, so a file exported for other
     bands or clip lengths gives one clear line instead of an onnxruntime stack trace. ``threads`` (default:
-    :func:`available_cores`) bounds the parts the CPU int8 form's batch runs in side by side.
+    :func:`asc.machine.available_cores`) bounds the parts the CPU int8 form's batch runs in side by side.
     """
     session = onnx_session(path)
     declared = session.get_inputs()[0]
