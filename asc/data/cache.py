@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asc.data.audio import AudioIssues, load_clip
+from asc.data.audio import AudioIssues, load_clips
 from asc.data.features import FeatureSettings, LogMel
 from asc.errors import AscError
 from asc.files import PARTIAL, atomic_path, atomic_write, claim_space, ensure_folder, size_text, write_failure
@@ -37,6 +37,10 @@ from asc.progress import Progress
 log = logging.getLogger(__name__)
 CACHE_DIR_NAME = ".asc_cache"
 CHUNK = 64
+#: Clips per call of the front end on the CPU: the STFT's temporaries of 16 clips (~5 MB) are reused from
+#: malloc's heap, those of 64 (~18 MB) come as fresh pages each call, whose page faults cost the log-mel
+#: 2-3x its arithmetic on a 2-core VM (``benchmarks/feature_cache.py``); 16 and 32 were equally fast.
+FRONT_END_BLOCK = 16
 WHAT = "cannot write the feature cache"
 
 
@@ -318,13 +322,16 @@ def compute_logmels(root: Path, filenames: Sequence[str], settings: FeatureSetti
     front_end = _FRONT_ENDS.get(settings)
     if front_end is None:  # one mel matrix per process and settings
         front_end = _FRONT_ENDS[settings] = LogMel(settings)
-    waves = np.stack([
-        load_clip(root / name, sample_rate=settings.sample_rate, seconds=settings.clip_seconds, issues=issues,
-                  name=name)
-        for name in filenames
-    ])
+    waves = load_clips([root / name for name in filenames], sample_rate=settings.sample_rate,
+                       seconds=settings.clip_seconds, issues=issues, names=filenames)
+    return logmels_of(waves, front_end)
+
+
+def logmels_of(waves: np.ndarray, front_end: LogMel) -> np.ndarray:
+    """The front end on waveforms ``(clips, samples)``, ``FRONT_END_BLOCK`` clips per call, as float32."""
     with torch.no_grad():
-        return front_end(torch.from_numpy(waves)).numpy()
+        return np.concatenate([front_end(torch.from_numpy(waves[start : start + FRONT_END_BLOCK])).numpy()
+                               for start in range(0, len(waves), FRONT_END_BLOCK)])
 
 
 def _compute_chunk(job: tuple[str, FeatureSettings, int, list[str]]) -> tuple[int, np.ndarray, AudioIssues]:
