@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from asc.errors import AscError
+from asc.machine import keep_freed_memory
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 MARK = "BENCH-RESULT "
@@ -97,9 +98,16 @@ def run_isolated(task: str, **arguments: Any) -> dict[str, Any]:
     return json.loads(lines[-1][len(MARK):])
 
 
+#: The argument that runs a task with glibc's own allocator settings instead of ``asc``'s (``keep_freed_memory``).
+GLIBC_DEFAULT = "glibc_default_allocator"
+
+
 def main(argv: list[str] | None = None) -> int:
     task, arguments = (argv if argv is not None else sys.argv[1:])[:2]
-    result = TASKS[task](**json.loads(arguments))
+    options = json.loads(arguments)
+    if not options.pop(GLIBC_DEFAULT, False):
+        keep_freed_memory()  # as every asc command does
+    result = TASKS[task](**options)
     result.update(peak_rss_mib=peak_rss_mib(), workers_peak_rss_mib=workers_peak_rss_mib())
     print(MARK + json.dumps(result), flush=True)
     return 0

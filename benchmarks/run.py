@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from asc.machine import available_cores
+from asc.machine import available_cores, keep_freed_memory
 from benchmarks.report import Row, machine, text_table, with_ratios, write
 
 if TYPE_CHECKING:
@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch threads of the training figures (default: the cores, as a training run has)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the machinery, figures mean nothing")
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as every asc command does; the scaling section also measures glibc's default
     start = time.perf_counter()
     info = machine()  # the load average before this run adds to it
     plan = QUICK if args.quick else Plan()

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from asc.data.synth import GENERATOR_VERSION, MARKER_FILE, SynthSpec, synthesize
-from benchmarks.isolated import run_isolated
+from benchmarks.isolated import GLIBC_DEFAULT, run_isolated
 from benchmarks.report import Row
 
 SCALING, MEMORY = "scaling", "memory"
@@ -67,6 +67,10 @@ def measure(roots: dict[int, Path], out: Path, workers: int, width: float, steps
         train = run_isolated("train", root=str(root), cache_dir=str(cache_dir), width=width, steps=steps,
                              threads=threads)
         results[factor] = {"cache": cache, "train": train}
+    first = min(roots)  # the same training with glibc's default allocator settings (asc.machine.keep_freed_memory)
+    results[first]["train_glibc"] = run_isolated(
+        "train", root=str(roots[first]), cache_dir=str(out / "cache" / f"x{first}"), width=width, steps=steps,
+        threads=threads, **{GLIBC_DEFAULT: True})
     return results
 
 
@@ -94,7 +98,21 @@ def scaling_rows(results: dict[int, dict[str, Any]], workers: int) -> list[Row]:
                 f"largest worker {cache['workers_peak_rss_mib']:.0f} MiB"),
             row(MEMORY, "training peak RSS", train["peak_rss_mib"], "MiB", "incl. cache pages read"),
         ]
-    return sorted(rows, key=lambda r: (r.section != SCALING, r.name.rsplit(" ×", 1)[0], _factor(r.name)))
+    rows = sorted(rows, key=lambda r: (r.section != SCALING, r.name.rsplit(" ×", 1)[0], _factor(r.name)))
+    return rows + allocator_rows(results[first]["train"], results[first].get("train_glibc"), first)
+
+
+#: The rows of training with glibc's default allocator settings.
+GLIBC_RATE, GLIBC_PEAK = "training rate, glibc's default allocator", "training peak RSS, glibc's default allocator"
+
+
+def allocator_rows(train: dict[str, Any], glibc: dict[str, Any] | None, factor: int) -> list[Row]:
+    """The same training with glibc's default settings, against asc's (freed memory kept for reuse)."""
+    if glibc is None:
+        return []
+    note = "freed blocks handed back to the kernel, fresh pages every step (asc keeps them: asc.machine)"
+    return [Row(SCALING, GLIBC_RATE, glibc["step_clips_per_s"], "clips/s", f"training rate ×{factor}", note=note),
+            Row(MEMORY, GLIBC_PEAK, glibc["peak_rss_mib"], "MiB", f"training peak RSS ×{factor}", note=note)]
 
 
 def _factor(name: str) -> int:

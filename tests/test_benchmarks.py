@@ -182,7 +182,8 @@ def fake_sections(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
                         "workers_peak_rss_mib": 200.0},
               "train": {"train_clips": 8, "batches": 1, "loader_epoch_s": 0.1, "steps": 1, "step_clips_per_s": 5.0,
                         "epoch_estimate_s": 1.6, "peak_rss_mib": 700.0, "workers_peak_rss_mib": 0.0}}
-    monkeypatch.setattr(scaling, "measure", lambda roots, *args: {f: result for f in roots})
+    monkeypatch.setattr(scaling, "measure", lambda roots, *args: {
+        f: {**result, "train_glibc": result["train"]} if f == min(roots) else result for f in roots})
     monkeypatch.setattr(run, "cache_of", lambda root, cache_dir: type("Store", (), {"filenames": ["a.wav"]})())
     stubs = {
         feature_cache: ("front_end_rows", feature_cache.SECTION, [feature_cache.LIBROSA, feature_cache.OURS]),
@@ -218,7 +219,8 @@ def test_runner_prints_one_table_and_writes_json_and_markdown_with_every_row(
     assert all(set(row) == {"section", "name", "value", "unit", "baseline", "ratio", "note"} for row in saved["rows"])
     saved_names = [row["name"] for row in saved["rows"]]
     assert set(names) <= set(saved_names)
-    assert {"cache build ×1", "cache build ×2", "training rate ×2", "training peak RSS ×2"} <= set(saved_names)
+    assert {"cache build ×1", "cache build ×2", "training rate ×2", "training peak RSS ×2", scaling.GLIBC_RATE,
+            scaling.GLIBC_PEAK} <= set(saved_names)
     by_name = {row["name"]: row for row in saved["rows"]}
     assert by_name["cache build ×2"]["baseline"] == "cache build ×1" and by_name["cache build ×2"]["ratio"] == 1.0
     assert by_name[training.LOADER]["ratio"] == 2.0
@@ -233,8 +235,11 @@ def test_scaling_rows_compare_each_size_with_the_smallest() -> None:
                 "train": {"train_clips": 40 * factor, "batches": factor, "loader_epoch_s": 0.1, "steps": 3,
                           "step_clips_per_s": 50.0, "epoch_estimate_s": 1.3 * factor, "peak_rss_mib": 800.0}}
 
-    rows = report.with_ratios(scaling.scaling_rows({1: result(1), 4: result(4)}, workers=2))
+    first = {**result(1), "train_glibc": {**result(1)["train"], "step_clips_per_s": 25.0, "peak_rss_mib": 600.0}}
+    rows = report.with_ratios(scaling.scaling_rows({1: first, 4: result(4)}, workers=2))
     by_name = {row.name: row for row in rows}
+    assert by_name[scaling.GLIBC_RATE].baseline == "training rate ×1" and by_name[scaling.GLIBC_RATE].ratio == 0.5
+    assert by_name[scaling.GLIBC_PEAK].section == "memory" and by_name[scaling.GLIBC_PEAK].ratio == 0.75
     assert by_name["cache build ×4"].ratio == 4.0 and by_name["cache build rate ×4"].ratio == 1.0
     assert by_name["epoch time (est.) ×4"].ratio == pytest.approx(4.0) and by_name["training rate ×1"].ratio is None
     assert by_name["training peak RSS ×4"].section == "memory" and "300 MiB" in by_name["cache build peak RSS ×1"].note
@@ -259,6 +264,8 @@ def test_an_isolated_measurement_reports_the_peak_memory_of_its_own_process() ->
     assert large["bytes"] == 96 * 2**20
     assert large["peak_rss_mib"] - small["peak_rss_mib"] > 90  # the parent's own size is not inherited
     assert small["peak_rss_mib"] < 200
+    glibc = isolated.run_isolated("allocate", mib=1, **{isolated.GLIBC_DEFAULT: True})  # an option, not an argument
+    assert glibc["bytes"] == 2**20
     with pytest.raises(Exception, match="benchmark task allocate failed"):
         isolated.run_isolated("allocate", mib="many")
 

@@ -68,6 +68,9 @@ def _extra_commands() -> dict[str, Callable[[Sequence[str]], int]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
+    from asc.machine import keep_freed_memory
+
+    keep_freed_memory()  # every command: training on a CPU runs about twice as fast (asc.machine)
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
