@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from asc.data.audio import AudioIssues, fit_length, load_clip, load_clips, pcm24_layout, read_audio
+from asc.data.audio import AudioIssues, fit_length, load_clip, load_clips, pcm24_layout, read_audio, resample
 from asc.errors import AscError
 
 
@@ -98,3 +98,15 @@ def test_a_batch_loads_as_each_clip_does_through_librosa(tmp_path: Path) -> None
         assert np.array_equal(clip, expected), path.name
         assert np.array_equal(clip, load_clip(path, sample_rate=16_000))
     assert sum(issues.counts.values()) == 5  # 48 kHz, two lengths, stereo, 16 kHz
+
+
+@pytest.mark.parametrize("rate", [8_000, 22_050, 44_100, 48_000, 96_000])
+def test_resampling_equals_librosas_for_every_length(rate: int) -> None:
+    """The same numbers and length as ``librosa.resample(res_type="soxr_hq")``, short clips included (a device
+    response is a few hundred samples)."""
+    rng = np.random.default_rng(rate)
+    for samples in (1, 2, 3, 7, 441, 1_000, 12_345, 44_101):
+        audio = rng.standard_normal(samples).astype(np.float32)
+        expected = librosa.resample(audio, orig_sr=rate, target_sr=16_000, res_type="soxr_hq")
+        ours = resample(audio, rate, 16_000)
+        assert ours.dtype == expected.dtype and ours.shape == expected.shape and np.array_equal(ours, expected)

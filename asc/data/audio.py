@@ -153,12 +153,12 @@ def decode_clip(path: Path, *, seconds: float, issues: AudioIssues, name: str) -
 
 def resample(audio: np.ndarray, rate: int, target: int) -> np.ndarray:
     """A mono clip from ``rate`` to ``target`` as ``librosa.resample(res_type="soxr_hq")`` does it, without
-    its checks and ``apply_along_axis`` (a third of its time): soxr's HQ filter, then cut to
+    its checks and ``apply_along_axis`` (a third of its time): soxr's HQ filter, then cut or padded to
     ``ceil(samples * target / rate)``."""
     if rate == target:
         return audio
     samples = math.ceil(audio.shape[0] * float(target) / rate)
-    return soxr.resample(audio, rate, target, quality=RESAMPLE_TYPE)[:samples]
+    return fit_length(soxr.resample(audio, rate, target, quality=RESAMPLE_TYPE), samples)
 
 
 def load_clips(paths: Sequence[Path], *, sample_rate: int, seconds: float = 1.0, issues: AudioIssues | None = None,

@@ -7,13 +7,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import librosa
 import numpy as np
-import soundfile
 import torch
 from torch import Tensor, nn
 
-from asc.data.audio import RESAMPLE_TYPE
+from asc.data.audio import read_audio, resample
 from asc.data.features import FeatureSettings, mel_basis
 from asc.errors import AscError
 
@@ -103,16 +101,11 @@ def load_impulse_responses(folder: Path, sample_rate: int) -> tuple[list[str], l
         raise AscError(f"model.device_irs: {folder}: no .wav impulse responses in it")
     responses = []
     for path in paths:
-        try:
-            audio, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-        except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
-            raise AscError(f"{path}: unreadable impulse response ({error})") from None
+        audio, rate = read_audio(path)
         response = audio.mean(axis=1)
         if response.size == 0 or not np.isfinite(response).all() or not np.abs(response).max() > 0:
             raise AscError(f"{path}: an impulse response must hold finite, not all-zero samples")
-        if rate != sample_rate:
-            response = librosa.resample(response, orig_sr=rate, target_sr=sample_rate, res_type=RESAMPLE_TYPE)
-        responses.append(response)
+        responses.append(resample(response, rate, sample_rate))
     return [path.name for path in paths], responses
 
 
