@@ -99,14 +99,14 @@ def scaling_rows(results: dict[int, dict[str, Any]], workers: int) -> list[Row]:
             row(MEMORY, "training peak RSS", train["peak_rss_mib"], "MiB", "incl. cache pages read"),
         ]
     rows = sorted(rows, key=lambda r: (r.section != SCALING, r.name.rsplit(" ×", 1)[0], _factor(r.name)))
-    return rows + allocator_rows(results[first]["train"], results[first].get("train_glibc"), first)
+    return rows + allocator_rows(results[first].get("train_glibc"), first)
 
 
 #: The rows of training with glibc's default allocator settings.
 GLIBC_RATE, GLIBC_PEAK = "training rate, glibc's default allocator", "training peak RSS, glibc's default allocator"
 
 
-def allocator_rows(train: dict[str, Any], glibc: dict[str, Any] | None, factor: int) -> list[Row]:
+def allocator_rows(glibc: dict[str, Any] | None, factor: int) -> list[Row]:
     """The same training with glibc's default settings, against asc's (freed memory kept for reuse)."""
     if glibc is None:
         return []

@@ -2,13 +2,14 @@
 
 The real set's 24-bit PCM WAVs are decoded here with numpy (:func:`read_audio`, bit for bit soundfile's
 float32); every other file goes to soundfile. soxr resamples 44.1 -> 16 kHz as librosa's ``soxr_hq`` does,
-the same numbers as ``librosa.load``. Recoverable deviations
-(another sample rate, stereo, a length other than 1 s) are fixed and counted, so the caller can print one
-summary warning; unusable audio raises AscError naming the file.
+the same numbers as ``librosa.load``. Recoverable deviations (another sample rate, stereo, a length other
+than 1 s) are fixed and counted, so the caller can print one summary warning; unusable audio raises
+AscError naming the file.
 """
 
 from __future__ import annotations
 
+import io
 import math
 import struct
 from collections import Counter
@@ -132,8 +133,8 @@ def read_audio(path: Path) -> tuple[np.ndarray, int]:
         with open(path, "rb") as handle:
             data = handle.read()
         layout = pcm24_layout(data)
-        if layout is None:
-            return soundfile.read(str(path), dtype="float32", always_2d=True)
+        if layout is None:  # soundfile decodes the bytes already read (no second read of the file)
+            return soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
         raise AscError(f"{path}: unreadable audio ({error})") from None
     rate, channels, offset, frames = layout
