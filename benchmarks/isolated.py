@@ -76,13 +76,37 @@ def train(root: str, cache_dir: str, width: float, steps: int, threads: int) -> 
     return train_scaling(Path(root), Path(cache_dir), width, steps, threads)
 
 
+def read_index(root: str) -> dict[str, Any]:
+    """Read ``root``'s index and build every split's records, as each evaluating process does; the resident set
+    before (the interpreter and its imports) and the clip count, so that the peak above it is the index's."""
+    import time
+
+    from asc.data.index import DatasetIndex
+
+    before = current_rss_mib()
+    start = time.perf_counter()
+    index = DatasetIndex(Path(root))
+    records = {split: index.records(split) for split in index.splits()}
+    return {"clips": len(index.meta), "listed": sum(map(len, records.values())), "rss_before_mib": before,
+            "seconds": time.perf_counter() - start}
+
+
+def current_rss_mib() -> float:
+    """This process's resident set now, in MiB (VmRSS)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return peak_rss_mib()
+
+
 def allocate(mib: int) -> dict[str, Any]:
     """Hold ``mib`` MiB of touched memory for a moment: checks that the peak figures see it."""
     block = b"\x01" * (mib * 2**20)
     return {"bytes": len(block)}
 
 
-TASKS: dict[str, Callable[..., dict[str, Any]]] = {"cache": build_cache, "train": train, "allocate": allocate}
+TASKS: dict[str, Callable[..., dict[str, Any]]] = {"cache": build_cache, "train": train, "allocate": allocate,
+                                                   "index": read_index}
 
 
 def run_isolated(task: str, **arguments: Any) -> dict[str, Any]:

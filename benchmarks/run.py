@@ -9,7 +9,8 @@ Sections (one module each; every comparison is timed side by side, alternating, 
   demo choices  a training step at batch 32 vs 64; ResNorm as a group norm vs its formula (demo_speed.py)
   inference  eager fp32 vs onnxruntime fp32 / Q/DQ int8 / CPU int8, batch 1 and 64, 1 and 2 threads (inference.py)
   pruning    the threshold search on an unpruned Mod-8 (pruning_search.py)
-  scaling    cache build and epoch time at 1×, 4×, 16× a small dataset; memory: their peak RSS (scaling.py)
+  scaling    cache build and epoch time at 1×, 4×, 16× a small dataset, the index at the official size and 1/16;
+             memory: their peak RSS (scaling.py)
 
 Everything it needs is generated under ``--out`` (datasets, caches, ONNX files); datasets are reused by
 later runs. ``--quick`` shrinks every size (a narrow network, a smaller dataset, 1× and 2×, fewer
@@ -83,6 +84,8 @@ def sections(plan: Plan, out: Path, workers: int, threads: Sequence[int], train_
     say("scaling and memory: cache builds and training steps, one process each")
     results = scaling.measure(roots, out, workers, plan.train_width, plan.timed_steps, train_threads)
     rows = scaling.scaling_rows(results, workers)
+    say("index: meta.csv of the official size and of 1/16, one process each")
+    rows += scaling.index_rows(out)
     largest = max(plan.factors)
     root, cache_dir = roots[largest], out / "cache" / f"x{largest}"
     store = cache_of(root, cache_dir)

@@ -115,5 +115,39 @@ def allocator_rows(glibc: dict[str, Any] | None, factor: int) -> list[Row]:
             Row(MEMORY, GLIBC_PEAK, glibc["peak_rss_mib"], "MiB", f"training peak RSS ×{factor}", note=note)]
 
 
+#: Sizes of the index rows: the official development set's meta.csv (230,350 clips) and 1/16 of it.
+INDEX_FRACTIONS = (1 / 16, 1.0)
+
+
+def index_rows(out: Path) -> list[Row]:
+    """Reading the index (meta.csv and the fold files, as every process that trains, evaluates or predicts
+    does) at 1/16 and at the full size of the official development set, each in its own process: time and
+    peak memory above the interpreter, per clip. The CSV files are those of ``asc synth --size full``'s plan
+    (scaled), without audio: reading the index opens none."""
+    from asc.data.synth.planning import plan
+    from asc.data.synth.writer import write_csvs
+
+    results = {}
+    for fraction in INDEX_FRACTIONS:
+        spec = SynthSpec.preset("full")
+        root = out / "index" / f"full_{fraction:g}"
+        if not (root / "meta.csv").is_file():
+            write_csvs(root, plan(spec if fraction == 1 else spec.scaled(fraction)))
+        results[fraction] = run_isolated("index", root=str(root))
+    small, full = (results[fraction] for fraction in INDEX_FRACTIONS)
+
+    def rows_of(result: dict[str, Any], baseline: bool) -> list[Row]:
+        clips = result["clips"]
+        per_clip = (result["peak_rss_mib"] - result["rss_before_mib"]) * 1024 / clips
+        note = f"{clips:,} clips in meta.csv, {result['listed']:,} listed in the fold files, records built"
+        names = (f"index read ({clips:,} clips)", f"index peak memory per clip ({clips:,} clips)")
+        bases = (f"index read ({small['clips']:,} clips)", f"index peak memory per clip ({small['clips']:,} clips)")
+        return [Row(SCALING, names[0], result["seconds"], "s", bases[0] if baseline else None, note=note),
+                Row(MEMORY, names[1], per_clip, "KiB/clip", bases[1] if baseline else None,
+                    note="peak above the interpreter and its imports")]
+
+    return rows_of(small, False) + rows_of(full, True)
+
+
 def _factor(name: str) -> int:
     return int(name.rsplit("×", 1)[1])

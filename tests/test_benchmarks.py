@@ -184,6 +184,8 @@ def fake_sections(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
                         "epoch_estimate_s": 1.6, "peak_rss_mib": 700.0, "workers_peak_rss_mib": 0.0}}
     monkeypatch.setattr(scaling, "measure", lambda roots, *args: {
         f: {**result, "train_glibc": result["train"]} if f == min(roots) else result for f in roots})
+    monkeypatch.setattr(scaling, "index_rows", lambda out: [Row(scaling.MEMORY, "index peak memory per clip", 0.3,
+                                                                "KiB/clip")])
     monkeypatch.setattr(run, "cache_of", lambda root, cache_dir: type("Store", (), {"filenames": ["a.wav"]})())
     stubs = {
         feature_cache: ("front_end_rows", feature_cache.SECTION, [feature_cache.LIBROSA, feature_cache.OURS]),
@@ -226,6 +228,20 @@ def test_runner_prints_one_table_and_writes_json_and_markdown_with_every_row(
     assert by_name[training.LOADER]["ratio"] == 2.0
     table, markdown = capsys.readouterr().out, (out / "bench.md").read_text()
     assert all(name in table and f"| {name} |" in markdown for name in saved_names)
+
+
+def test_index_rows_read_the_planned_layout_in_a_process_of_its_own(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The index rows read meta.csv files of the full preset's plan (scaled down here) and report time and peak
+    memory per clip, the larger against the smaller."""
+    monkeypatch.setattr(scaling, "INDEX_FRACTIONS", (1 / 16, 1 / 4))
+    rows = report.with_ratios(scaling.index_rows(tmp_path))
+    assert [row.section for row in rows] == [scaling.SCALING, scaling.MEMORY] * 2
+    small, large = rows[1], rows[3]
+    assert small.unit == large.unit == "KiB/clip" and large.baseline == small.name and large.ratio is not None
+    clips = [int(row.name.rsplit("(", 1)[1].split()[0].replace(",", "")) for row in (small, large)]
+    assert clips[1] > 2 * clips[0] and 0 < large.value < 2  # about 0.3 KiB a clip; 0.8 held as Python records
+    assert (tmp_path / "index" / f"full_{1 / 4:g}" / "meta.csv").is_file()
 
 
 def test_scaling_rows_compare_each_size_with_the_smallest() -> None:

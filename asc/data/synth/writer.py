@@ -153,8 +153,10 @@ def _write_impulse_responses(root: Path, spec: SynthSpec, seed: int) -> None:
         write_wav(folder / f"{name}.wav", response)
 
 
-def _write_csvs(root: Path, rows: Sequence[SynthRow]) -> dict[str, int]:
-    """The fold files, then meta.csv; returns the clip counts per file."""
+def write_csvs(root: Path, rows: Sequence[SynthRow]) -> dict[str, int]:
+    """The fold files, then meta.csv, of planned ``rows`` (no audio: all that reading the index needs); returns the
+    clip counts per file."""
+    (root / FOLD_FILES["train"]).parent.mkdir(parents=True, exist_ok=True)
     folds = {split: [r for r in rows if r.split == split] for split in SPLITS}
     _write_tsv(root / FOLD_FILES["train"], FOLD_COLUMNS["train"],
                [(r.clip.filename, r.clip.scene) for r in folds["train"]])
@@ -184,6 +186,6 @@ def synthesize(
     if written != len(rows):
         raise AscError(f"{root}: wrote {written} of {len(rows)} planned clips")
     _write_impulse_responses(root, spec, seed)
-    counts = _write_csvs(root, rows)
+    counts = write_csvs(root, rows)
     _write_marker(root, spec, seed, complete=True)
     return counts
