@@ -1,7 +1,7 @@
 """Ablation of what goes beyond the report, on the built-in presets ``hard`` and ``cross`` (docs/results.md).
 
     python -m benchmarks.ablation --out build/ablation [--presets hard,cross] [--seeds 0 1 2 3 4]
-        [--variants report,freq_mixstyle,device_irs,distillation,all,ensemble,peer] [--protocol report|holdout]
+        [--variants report,freq_mixstyle,device_irs,distillation,all,ensemble,peer] [--protocol report,holdout]
         [--table-only] [--results docs/results.md] [-- --trainer.max_epochs=... (any argument for every stage)]
 
 Each pipeline variant is one ``asc pipeline`` (every stage of the built-in configs) with its config layers, once
@@ -16,9 +16,12 @@ probe).
 Per preset, variant and model: the test accuracy overall and per device group (real a-c, seen simulated s1-s3,
 unseen s4-s6) as mean ± std over the seeds, every seed's figure, the tandem's accuracy on its own training split
 (memorising the training locations shows as a gap), and the pruned+quantized student minus its tandem per
-seed. Finished runs are reused (``--skip-done``), so an interrupted ablation continues where it stopped;
-``--table-only`` runs nothing and tabulates the finished runs (naming the others). Writes
-``OUT/ablation-<protocol>.json`` and ``.md``, and with ``--results`` the results page.
+seed. ``--protocol report,holdout`` runs each variant under both protocols (model selection: the last checkpoint
+after validating on the evaluate split, or the best by validation on held-out training locations), side by side
+in one table (a variant under ``holdout`` is named ``<variant>, holdout``). Finished runs are reused
+(``--skip-done``), so an interrupted ablation continues where it stopped; ``--table-only`` runs nothing and
+tabulates the finished runs (naming the others). Writes ``OUT/ablation-<protocols>.json`` and ``.md``, and with
+``--results`` the results page.
 """
 
 from __future__ import annotations
@@ -62,28 +65,29 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser().parse_args(argv[: argv.index("--")] if "--" in argv else argv)
-    variants, presets = _names(args.variants), _names(args.presets)
-    unknown = [v for v in variants if v not in VARIANTS] + [p for p in presets if p not in PRESETS]
+    variants, presets, protocols = _names(args.variants), _names(args.presets), _names(args.protocol)
+    unknown = ([v for v in variants if v not in VARIANTS] + [p for p in presets if p not in PRESETS]
+               + [p for p in protocols if p not in PROTOCOLS])
     if unknown:
-        print(f"--variants/--presets: unknown {unknown} (expected some of {', '.join(VARIANTS)}; "
-              f"{', '.join(PRESETS)})", file=sys.stderr)
+        print(f"--variants/--presets/--protocol: unknown {unknown} (expected some of {', '.join(VARIANTS)}; "
+              f"{', '.join(PRESETS)}; {', '.join(PROTOCOLS)})", file=sys.stderr)
         return 2
     results: dict[str, dict[str, list[dict]]] = {}
     for preset in presets:
         root = args.out / preset / "data"
         if not args.table_only and not (root / "meta.csv").is_file():
             asc(["synth", str(root), "--size", preset])
-        for variant in variants:
-            for seed in args.seeds:
-                run = one_run(preset, variant, seed, root, args, extra)
-                if run is not None:
-                    results.setdefault(preset, {}).setdefault(variant, []).append(run)
-    report = {"protocol": args.protocol, "presets": presets, "seeds": args.seeds, "extra": extra,
-              "results": results}
+        for protocol in protocols:
+            for variant in variants:
+                for seed in args.seeds:
+                    run = one_run(preset, variant, seed, root, args, extra, protocol)
+                    if run is not None:
+                        results.setdefault(preset, {}).setdefault(label(variant, protocol), []).append(run)
+    report = {"protocols": protocols, "presets": presets, "seeds": args.seeds, "extra": extra, "results": results}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"ablation-{args.protocol}.json").write_text(json.dumps(report, indent=1) + "\n")
-    text = table(results, args.protocol)
-    (args.out / f"ablation-{args.protocol}.md").write_text(text + "\n")
+    (args.out / f"ablation-{'+'.join(protocols)}.json").write_text(json.dumps(report, indent=1) + "\n")
+    text = table(results, protocols)
+    (args.out / f"ablation-{'+'.join(protocols)}.md").write_text(text + "\n")
     if args.results is not None:
         write_section(args.results, "ablation", results_section(text, argv, args.out, presets, args.seeds))
     print(text)
@@ -94,23 +98,36 @@ def _names(text: str) -> list[str]:
     return [name for name in text.split(",") if name]
 
 
+#: How a variant run under another protocol than ``report`` is named in the table: ``<variant>, <protocol>``.
+PROTOCOL_SEPARATOR = ", "
+
+
+def label(variant: str, protocol: str) -> str:
+    return variant if protocol == "report" else f"{variant}{PROTOCOL_SEPARATOR}{protocol}"
+
+
+def variant_of(name: str) -> str:
+    return name.split(PROTOCOL_SEPARATOR)[0]
+
+
 def run_folder(out: Path, preset: str, protocol: str, variant: str, seed: int) -> Path:
     return out / preset / protocol / variant / f"seed{seed}"
 
 
 def one_run(preset: str, variant: str, seed: int, root: Path, args: argparse.Namespace,
-            extra: list[str]) -> dict | None:
-    """The figures of one preset, variant and seed: run (finished stages reused), or with ``--table-only`` read."""
-    out = run_folder(args.out, preset, args.protocol, variant, seed)
+            extra: list[str], protocol: str) -> dict | None:
+    """The figures of one preset, variant, seed and protocol: run (finished stages reused), or with
+    ``--table-only`` read."""
+    out = run_folder(args.out, preset, protocol, variant, seed)
     if args.table_only and not finished(out, variant):
         print(f"{out}: not finished, left out of the table", file=sys.stderr)
         return None
     started = time.perf_counter()
     if not args.table_only and not finished(out, variant):
         if variant == PEER:
-            run_peer(seed, root, out, args.protocol, peer_budget(args.out, preset, args.protocol), extra)
+            run_peer(seed, root, out, protocol, peer_budget(args.out, preset, protocol), extra)
         else:
-            run_variant(variant, seed, root, out, args.protocol, extra)
+            run_variant(variant, seed, root, out, protocol, extra)
         (out / "seconds.json").write_text(json.dumps({"seconds": round(time.perf_counter() - started, 1)}))
     return {**read_run(out, variant), "seed": seed, "seconds": seconds_of(out)}
 
@@ -190,9 +207,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--presets", default=",".join(PRESETS), help=f"comma-separated subset of {','.join(PRESETS)}")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
-    p.add_argument("--protocol", choices=tuple(PROTOCOLS), default="report",
-                   help="report: validate on the evaluate split, hand on the last checkpoint; holdout: validate on "
-                        "held-out training locations, hand on the best (no choice sees the test split)")
+    p.add_argument("--protocol", default="report",
+                   help="comma-separated subset of report (validate on the evaluate split, hand on the last "
+                        "checkpoint) and holdout (validate on held-out training locations, hand on the best: no "
+                        "choice sees the test split)")
     p.add_argument("--table-only", action="store_true",
                    help="run nothing: tabulate the finished runs of these variants and seeds, name the others")
     p.add_argument("--results", type=Path, default=None, help="also write the results page (docs/results.md)")
@@ -222,15 +240,15 @@ def mean_std(values: list[float]) -> str:
     return f"{100 * statistics.fmean(values):.2f} ± {100 * spread:.2f}"
 
 
-def table(results: dict[str, dict[str, list[dict]]], protocol: str) -> str:
-    """One row per preset, variant and model: accuracy overall and per device group, mean ± std over the seeds,
-    every seed's overall figure, and the student's distance to its tandem per seed."""
-    lines = [f"Test accuracy (%), mean ± std over seeds; protocol {protocol}", "",
+def table(results: dict[str, dict[str, list[dict]]], protocols: list[str]) -> str:
+    """One row per preset, variant (and protocol) and model: accuracy overall and per device group, mean ± std over
+    the seeds, every seed's overall figure, and the student's distance to its tandem per seed."""
+    lines = [f"Test accuracy (%), mean ± std over seeds; protocol {', '.join(protocols)}", "",
              "| preset | variant | model | overall | real (a-c) | seen (s1-s3) | unseen (s4-s6) | on its train split "
              "| per seed | vs tandem per seed |", "|---" * 10 + "|"]
     for preset, variants in results.items():
         for variant, runs in variants.items():
-            for stage, name in stages_of(Path(), variant).items():
+            for stage, name in stages_of(Path(), variant_of(variant)).items():
                 lines.append(row(preset, variant, stage, name, runs))
     seeds = "; ".join(f"{preset}/{variant} {', '.join(str(run['seed']) for run in runs)}"
                       for preset, variants in results.items() for variant, runs in variants.items())

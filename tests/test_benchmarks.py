@@ -127,6 +127,27 @@ def test_ablation_table_only_runs_nothing_and_names_the_unfinished_runs(
     assert "--table-only` tabulates the finished runs" in page and "Seeds: hard/all 0, 2" in page
 
 
+def test_ablation_puts_both_protocols_side_by_side(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    """Model selection on held-out locations (best checkpoint) against the last checkpoint: one table, the holdout
+    runs named ``<variant>, holdout`` and read from their own folders; an unknown protocol is refused."""
+    ablation, out = load_ablation(), tmp_path / "ablation"
+    monkeypatch.setattr(ablation, "asc", lambda args: pytest.fail(f"ran {args}"))
+    for protocol, accuracy in (("report", 0.4), ("holdout", 0.3)):
+        run = out / "cross" / protocol / "all" / "seed0"
+        for stage in ("tandem", "pruning", "qat"):
+            fake_metrics(run / stage, accuracy)
+        fake_metrics(run / "tandem", accuracy, report="test-train")
+    assert ablation.main(["--out", str(out), "--presets", "cross", "--variants", "all", "--seeds", "0",
+                          "--protocol", "report,holdout", "--table-only"]) == 0
+    printed = capsys.readouterr().out
+    assert "| cross | all | Tandem | 40.00 ± 0.00 |" in printed and "| cross | all, holdout | Tandem | 30.00 ± 0.00 |" \
+        in printed and "protocol report, holdout" in printed
+    assert set(json.loads((out / "ablation-report+holdout.json").read_text())["results"]["cross"]) == \
+        {"all", "all, holdout"}
+    assert ablation.main(["--out", str(out), "--protocol", "report,best"]) == 2
+
+
 # ---------------------------------------------------------------- make bench (benchmarks/run.py and its parts)
 
 
