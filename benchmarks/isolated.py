@@ -29,15 +29,21 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 MARK = "BENCH-RESULT "
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident set in MiB (VmHWM; ru_maxrss where /proc is absent)."""
+def _status_mib(field: str) -> float | None:
+    """A memory field of /proc/self/status (``VmHWM``, ``VmRSS``) in MiB; None where /proc is absent."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set in MiB (VmHWM; ru_maxrss where /proc is absent)."""
+    peak = _status_mib("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def workers_peak_rss_mib() -> float:
@@ -92,11 +98,9 @@ def read_index(root: str) -> dict[str, Any]:
 
 
 def current_rss_mib() -> float:
-    """This process's resident set now, in MiB (VmRSS)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return peak_rss_mib()
+    """This process's resident set now, in MiB (VmRSS; the peak so far where /proc is absent)."""
+    now = _status_mib("VmRSS")
+    return now if now is not None else peak_rss_mib()
 
 
 def allocate(mib: int) -> dict[str, Any]:

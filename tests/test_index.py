@@ -80,6 +80,8 @@ TRAIN, EVALUATE, TEST = (f"evaluation_setup/fold1_{name}.csv" for name in ("trai
          r"fold1_train\.csv:5: 1 file\(s\) absent from meta\.csv, first 'audio/bus-lisbon-1010-41000-7-a\.wav'"),
         (lambda r: _edit(r / "evaluation_setup/fold1_train.csv", "0-a.wav\tbus", "0-a.wav\ttram"),
          r"fold1_train\.csv:5: scene 'tram' but meta\.csv line 7 says 'bus'"),
+        (lambda r: _append(r / "meta.csv", "audio/airport-lisbon-1000-40000-0-b.wav\tairport\tlisbon-1000\tb"),
+         r"meta\.csv:14: 'audio/airport-lisbon-1000-40000-0-b\.wav' is listed twice \(first on line 3\)$"),
         (lambda r: _append(r / TRAIN, "audio/bus-lisbon-1010-41000-0-a.wav\tbus"),
          r"fold1_train\.csv:8: 'audio/bus-lisbon-1010-41000-0-a\.wav' is listed twice \(first on line 5\)$"),
         (lambda r: _append(r / EVALUATE, "audio/park-prague-1021-42100-0-a.wav\tpark"),

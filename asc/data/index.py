@@ -99,11 +99,16 @@ class MetaTable(Mapping[str, MetaRow]):
     ``DEVICES[device[i]]``, location ``identifiers[location[i]]`` and line ``line[i]``. As a mapping it
     gives each file name's :class:`MetaRow`."""
 
-    def __init__(self, names: list[str], scene: np.ndarray, device: np.ndarray, location: np.ndarray,
-                 identifiers: list[str], line: np.ndarray) -> None:
-        self.names, self.identifiers = names, identifiers
+    def __init__(self, names: list[str], position: dict[str, int], scene: np.ndarray, device: np.ndarray,
+                 location: np.ndarray, identifiers: list[str], line: np.ndarray) -> None:
+        self.names, self.position, self.identifiers = names, position, identifiers  # position: name -> row
         self.scene, self.device, self.location, self.line = scene, device, location, line
-        self.position = {name: row for row, name in enumerate(names)}
+
+    @classmethod
+    def empty(cls) -> MetaTable:
+        """The table of an evaluation set, which has no labelled meta.csv."""
+        no_rows = np.zeros(0, np.int32)
+        return cls([], {}, no_rows, no_rows, no_rows, [], no_rows)
 
     def __getitem__(self, filename: str) -> MetaRow:
         row = self.position[filename]
@@ -142,7 +147,7 @@ class DatasetIndex:
             self.meta = self._read_meta()
             self._folds: dict[str, np.ndarray | list[str]] = {split: self._read_fold(split) for split in FOLD_FILES}
         else:
-            self.meta = MetaTable([], *(np.zeros(0, np.int8),) * 3, [], np.zeros(0, np.int32))
+            self.meta = MetaTable.empty()
             self._folds = {"test": self._read_unlabelled_test()}
         self.cities: tuple[str, ...] = tuple(sorted({location.split("-")[0] for location in self.meta.identifiers}))
 
@@ -172,7 +177,7 @@ class DatasetIndex:
     def _read_meta(self) -> MetaTable:
         path = self.root / META_FILE
         names: list[str] = []
-        first_line: dict[str, int] = {}
+        position: dict[str, int] = {}
         scenes, devices, locations, lines = (array.array("i") for _ in range(4))
         identifiers: dict[str, int] = {}
         for line, (filename, scene, identifier, device) in _read_tsv(path, META_COLUMNS):
@@ -189,9 +194,9 @@ class DatasetIndex:
                 raise AscError(
                     f"{where}: columns ({scene}, {identifier}, {device}) disagree with the file name {filename!r}"
                 )
-            if filename in first_line:
-                raise AscError(f"{where}: {filename!r} is listed twice (first on line {first_line[filename]})")
-            first_line[filename] = line
+            if filename in position:
+                raise AscError(f"{where}: {filename!r} is listed twice (first on line {lines[position[filename]]})")
+            position[filename] = len(names)
             names.append(filename)
             scenes.append(SCENES.index(scene))
             devices.append(DEVICES.index(device))
@@ -199,8 +204,7 @@ class DatasetIndex:
             lines.append(line)
         if not names:
             raise AscError(f"{path}: no clips listed")
-        del first_line
-        return MetaTable(names, _integers(scenes, np.int8), _integers(devices, np.int8),
+        return MetaTable(names, position, _integers(scenes, np.int8), _integers(devices, np.int8),
                          _integers(locations, np.int32), list(identifiers), _integers(lines, np.int32))
 
     def _read_fold(self, split: str) -> np.ndarray:
@@ -265,8 +269,9 @@ class DatasetIndex:
             return [ClipRecord(filename=name, label=-1, device=-1, city=-1, identifier="") for name in names]
         meta, rows = self.meta, self._folds[split]
         city_of = np.array([self.cities.index(location.split("-")[0]) for location in meta.identifiers], np.int32)
-        columns = zip(names, meta.scene[rows].tolist(), meta.device[rows].tolist(),
-                      city_of[meta.location[rows]].tolist(), meta.location[rows].tolist(), strict=True)
+        locations = meta.location[rows]
+        columns = zip(names, meta.scene[rows].tolist(), meta.device[rows].tolist(), city_of[locations].tolist(),
+                      locations.tolist(), strict=True)
         return [ClipRecord(name, label, device, city, meta.identifiers[location])
                 for name, label, device, city, location in columns]
 
