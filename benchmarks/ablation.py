@@ -1,8 +1,9 @@
 """Ablation of what goes beyond the report, on the built-in presets ``hard`` and ``cross`` (docs/results.md).
 
     python -m benchmarks.ablation --out build/ablation [--presets hard,cross] [--seeds 0 1 2 3 4]
-        [--variants report,freq_mixstyle,device_irs,distillation,all,ensemble,peer] [--protocol report,holdout]
-        [--table-only] [--results docs/results.md] [-- --trainer.max_epochs=... (any argument for every stage)]
+        [--variants report,freq_mixstyle,device_irs,distillation,all,ensemble,long,peer] [--protocol report,holdout]
+        [--peer-epochs N] [--table-only] [--results docs/results.md]
+        [-- --trainer.max_epochs=... (any argument for every stage)]
 
 Each pipeline variant is one ``asc pipeline`` (every stage of the built-in configs) with its config layers, once
 per preset and seed (``--seed_everything``). ``cross`` is written by another generator family than ``hard``
@@ -11,16 +12,17 @@ come from ``hard``'s family: an addition scores on ``cross`` only when it genera
 teacher stage (an ensemble whose mean logits teach the tandem and every compression stage); ``peer`` trains the
 DCASE 2024 baseline network (CP-Mobile, configs/peer.yaml) for the wall-clock time the ``report``
 pipeline takes on the same preset (the median over its finished seeds; its epoch time measured by a one-epoch
-probe).
+probe), or for ``--peer-epochs`` epochs, which do not depend on what else the machine runs. ``long`` is ``all``
+with three times the built-in tandem's epochs (configs/layers/long_tandem): what the schedule's length is worth.
 
 Per preset, variant and model: the test accuracy overall and per device group (real a-c, seen simulated s1-s3,
 unseen s4-s6) as mean ± std over the seeds, every seed's figure, the tandem's accuracy on its own training split
-(memorising the training locations shows as a gap), and the pruned+quantized student minus its tandem per
-seed. ``--protocol report,holdout`` runs each variant under both protocols (model selection: the last checkpoint
-after validating on the evaluate split, or the best by validation on held-out training locations), side by side
-in one table (a variant under ``holdout`` is named ``<variant>, holdout``). Finished runs are reused
-(``--skip-done``), so an interrupted ablation continues where it stopped; ``--table-only`` runs nothing and
-tabulates the finished runs (naming the others). Writes ``OUT/ablation-<protocols>.json`` and ``.md``, and with
+(memorising the training locations shows as a gap), the pruned+quantized student minus its tandem per seed, and the
+epochs each model trained. ``--protocol report,holdout`` runs each variant under both protocols (model selection:
+the last checkpoint after validating on the evaluate split, or the best by validation on held-out training
+locations), side by side in one table (a variant under ``holdout`` is named ``<variant>, holdout``). Finished runs
+are reused (``--skip-done``), so an interrupted ablation continues where it stopped; ``--table-only`` runs nothing
+and tabulates the finished runs (naming the others). Writes ``OUT/ablation-<protocols>.json`` and ``.md``, and with
 ``--results`` the results page.
 """
 
@@ -51,6 +53,7 @@ LAYERS = {
     "distillation": ["distillation"],
     "all": ["freq_mixstyle", "device_irs", "distillation"],
     "ensemble": ["freq_mixstyle", "device_irs", "distillation", "ensemble"],
+    "long": ["freq_mixstyle", "device_irs", "distillation", "long_tandem"],
 }
 PEER = "peer"
 VARIANTS = (*LAYERS, PEER)
@@ -125,7 +128,8 @@ def one_run(preset: str, variant: str, seed: int, root: Path, args: argparse.Nam
     started = time.perf_counter()
     if not args.table_only and not finished(out, variant):
         if variant == PEER:
-            run_peer(seed, root, out, protocol, peer_budget(args.out, preset, protocol), extra)
+            budget = None if args.peer_epochs else peer_budget(args.out, preset, protocol)
+            run_peer(seed, root, out, protocol, budget, extra, args.peer_epochs)
         else:
             run_variant(variant, seed, root, out, protocol, extra)
         (out / "seconds.json").write_text(json.dumps({"seconds": round(time.perf_counter() - started, 1)}))
@@ -150,21 +154,24 @@ def peer_budget(out: Path, preset: str, protocol: str) -> float | None:
     return statistics.median(times) if times else None
 
 
-def run_peer(seed: int, root: Path, out: Path, protocol: str, budget: float | None, extra: list[str]) -> None:
-    """CP-Mobile with its own recipe for ``budget`` seconds (the report pipeline's, :func:`peer_budget`): a
-    one-epoch probe measures its epoch, then the fit runs as many epochs as fit the budget (its schedule spans
-    them)."""
+def run_peer(seed: int, root: Path, out: Path, protocol: str, budget: float | None, extra: list[str],
+             count: int | None = None) -> None:
+    """CP-Mobile with its own recipe for ``count`` epochs, or for ``budget`` seconds (the report pipeline's,
+    :func:`peer_budget`): a one-epoch probe measures its epoch, then the fit runs as many epochs as fit the budget.
+    Its schedule spans them either way. A budget depends on what else the machine runs at the time; a count
+    does not."""
     from asc.cli.pipeline import stage_configs
 
     common = [*stage_configs(CONFIGS, "peer"), "--config", str(PEER_CONFIG), "--data.root",
               str(root), f"--seed_everything={seed}", *PROTOCOLS[protocol][2:], *extra]
-    epochs = []
-    if budget is not None:
+    if count is None and budget is not None:
         probe = out.parent / f"{out.name}-probe"
         started = time.perf_counter()
         asc(["fit", *common, "--trainer.max_epochs=1", "--trainer.default_root_dir", str(probe)])
         count = max(1, round(budget / (time.perf_counter() - started)))
-        # its recipe warms up over 2,000 of 81,900 steps (2.4 %); the same share of the epochs that fit the budget
+    epochs = []
+    if count is not None:
+        # its recipe warms up over 2,000 of 81,900 steps (2.4 %); the same share of its epochs here
         epochs = [f"--trainer.max_epochs={count}", f"--model.schedule.warmup_epochs={max(0.5, 0.025 * count):g}"]
     last = out / "checkpoints" / "last.ckpt"
     resume = ["--ckpt_path", str(last)] if last.is_file() else []
@@ -211,6 +218,9 @@ def parser() -> argparse.ArgumentParser:
                    help="comma-separated subset of report (validate on the evaluate split, hand on the last "
                         "checkpoint) and holdout (validate on held-out training locations, hand on the best: no "
                         "choice sees the test split)")
+    p.add_argument("--peer-epochs", type=int, default=None,
+                   help="train the peer this many epochs (default: as many as fit the report pipeline's median "
+                        "time on the preset, measured by a one-epoch probe, so it depends on the machine's load)")
     p.add_argument("--table-only", action="store_true",
                    help="run nothing: tabulate the finished runs of these variants and seeds, name the others")
     p.add_argument("--results", type=Path, default=None, help="also write the results page (docs/results.md)")
@@ -228,10 +238,19 @@ def read_run(out: Path, variant: str) -> dict:
     for stage in stages_of(out, variant):
         metrics = json.loads(report_of(out, stage).read_text())
         run[stage] = {"accuracy": metrics["accuracy"], **{g: metrics["accuracy_per_group"][g] for g in GROUPS},
-                      "params": metrics["params"], "macs": metrics["macs"], "clips": metrics.get("clips")}
+                      "params": metrics["params"], "macs": metrics["macs"], "clips": metrics.get("clips"),
+                      "epochs": epochs_of(out if stage == "peer" else out / stage)}
     if variant != PEER:
         run["tandem"]["train_accuracy"] = json.loads(train_report(out).read_text())["accuracy"]
     return run
+
+
+def epochs_of(folder: Path) -> int | None:
+    """The epochs a stage trained (its fit_metrics.json), None where it has no record."""
+    try:
+        return json.loads((folder / "fit_metrics.json").read_text())["epoch"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def mean_std(values: list[float]) -> str:
@@ -242,10 +261,11 @@ def mean_std(values: list[float]) -> str:
 
 def table(results: dict[str, dict[str, list[dict]]], protocols: list[str]) -> str:
     """One row per preset, variant (and protocol) and model: accuracy overall and per device group, mean ± std over
-    the seeds, every seed's overall figure, and the student's distance to its tandem per seed."""
+    the seeds, every seed's overall figure, the student's distance to its tandem per seed, and the epochs trained
+    (one figure where every seed trained as many)."""
     lines = [f"Test accuracy (%), mean ± std over seeds; protocol {', '.join(protocols)}", "",
              "| preset | variant | model | overall | real (a-c) | seen (s1-s3) | unseen (s4-s6) | on its train split "
-             "| per seed | vs tandem per seed |", "|---" * 10 + "|"]
+             "| per seed | vs tandem per seed | epochs |", "|---" * 11 + "|"]
     for preset, variants in results.items():
         for variant, runs in variants.items():
             for stage, name in stages_of(Path(), variant_of(variant)).items():
@@ -261,7 +281,9 @@ def row(preset: str, variant: str, stage: str, name: str, runs: list[dict]) -> s
     per_seed = ", ".join(f"{100 * run[stage]['accuracy']:.2f}" for run in runs)
     gap = ", ".join(f"{100 * (run['qat']['accuracy'] - run['tandem']['accuracy']):+.2f}" for run in runs) \
         if stage == "qat" else ""
-    return f"| {preset} | {variant} | {name} | " + " | ".join(cells) + f" | {trained} | {per_seed} | {gap} |"
+    counts = [run[stage].get("epochs") for run in runs]
+    epochs = "" if None in counts else str(counts[0]) if len(set(counts)) == 1 else ", ".join(map(str, counts))
+    return f"| {preset} | {variant} | {name} | " + " | ".join(cells) + f" | {trained} | {per_seed} | {gap} | {epochs} |"
 
 
 def results_section(text: str, argv: list[str], out: Path, presets: list[str], seeds: list[int]) -> str:

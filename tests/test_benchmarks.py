@@ -46,6 +46,10 @@ def fake_metrics(folder: Path, accuracy: float, report: str = "test") -> None:
     (folder / report / "metrics.json").write_text(json.dumps(metrics))
 
 
+def seed_of(args: list[str]) -> int:
+    return int(next(a for a in args if a.startswith("--seed_everything=")).split("=")[1])
+
+
 def test_ablation_runs_each_variant_with_its_layers_and_reports_mean_and_std(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     ablation, commands = load_ablation(), []
@@ -57,11 +61,15 @@ def test_ablation_runs_each_variant_with_its_layers_and_reports_mean_and_std(
             (Path(args[1]) / "meta.csv").write_text("")
         elif args[0] == "pipeline":
             out = Path(args[args.index("--out") + 1])
-            seed = int(next(a for a in args if a.startswith("--seed_everything=")).split("=")[1])
+            seed = seed_of(args)
             for stage in ("teacher", "tandem", "pruning", "qat"):
                 fake_metrics(out / stage, 0.5 + 0.1 * seed)
+                (out / stage / "fit_metrics.json").write_text(json.dumps({"epoch": 4}))
         elif args[0] == "fit":  # the peer (a probe, then its fit)
-            Path(args[args.index("--trainer.default_root_dir") + 1]).mkdir(parents=True, exist_ok=True)
+            run = Path(args[args.index("--trainer.default_root_dir") + 1])
+            run.mkdir(parents=True, exist_ok=True)
+            epochs = [int(a.split("=")[1]) for a in args if a.startswith("--trainer.max_epochs=")][-1]
+            (run / "fit_metrics.json").write_text(json.dumps({"epoch": epochs + seed_of(args)}))
         else:  # asc test --ckpt_path RUN/checkpoints/last.ckpt [--data.test_split train]
             run = Path(args[args.index("--ckpt_path") + 1]).parents[1]
             fake_metrics(run, 1.0 if "--data.test_split" in args else 0.3, "test-train" if "--data.test_split" in
@@ -86,7 +94,7 @@ def test_ablation_runs_each_variant_with_its_layers_and_reports_mean_and_std(
     assert all(any(a.startswith("--trainer.max_epochs=") for a in c) for c in peers[1::2])
     table = capsys.readouterr().out
     assert "| hard | all | Pruned+Quant. | 55.00 ± 7.07 | 65.00 ± 7.07 | 55.00 ± 7.07 | 45.00 ± 7.07 |  " \
-           "| 50.00, 60.00 | +0.00, +0.00 |" in table
+           "| 50.00, 60.00 | +0.00, +0.00 | 4 |" in table
     assert "| cross | ensemble | Teacher | 55.00 ± 7.07 |" in table and "| hard | report | Teacher" not in table
     assert "| hard | peer | CP-Mobile | 30.00 ± 0.00 |" in table and "| 100.00 ± 0.00 |" in table
     saved = json.loads((out / "ablation-report.json").read_text())
@@ -94,6 +102,30 @@ def test_ablation_runs_each_variant_with_its_layers_and_reports_mean_and_std(
     page = (tmp_path / "results.md").read_text()
     assert "Made by `python -m benchmarks.ablation --out" in page and "seeds [0, 1]" in page and table.strip() in page
     assert ablation.main(["--out", str(out), "--variants", "nope"]) == 2
+
+
+def test_a_fixed_epoch_count_trains_the_peer_without_a_probe_and_the_table_lists_its_epochs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    ablation, fits = load_ablation(), []
+
+    def asc(args: list[str]) -> None:
+        if args[0] == "synth":
+            Path(args[1]).mkdir(parents=True)
+            (Path(args[1]) / "meta.csv").write_text("")
+        elif args[0] == "fit":
+            fits.append(args)
+            run = Path(args[args.index("--trainer.default_root_dir") + 1])
+            run.mkdir(parents=True, exist_ok=True)
+            (run / "fit_metrics.json").write_text(json.dumps({"epoch": 7 + seed_of(args)}))
+        else:
+            fake_metrics(Path(args[args.index("--ckpt_path") + 1]).parents[1], 0.4)
+
+    monkeypatch.setattr(ablation, "asc", asc)
+    assert ablation.main(["--out", str(tmp_path), "--seeds", "0", "1", "--presets", "hard", "--variants", "peer",
+                          "--peer-epochs", "7"]) == 0
+    assert len(fits) == 2 and all("--trainer.max_epochs=7" in args for args in fits)  # no one-epoch probe
+    table = capsys.readouterr().out
+    assert "| hard | peer | CP-Mobile | 40.00 ± 0.00 |" in table and "| 40.00, 40.00 |  | 7, 8 |" in table
 
 
 def test_the_peers_budget_is_the_median_time_of_the_report_pipelines_seeds(tmp_path: Path) -> None:

@@ -66,6 +66,10 @@ def test_shipped_layers_parse_with_every_stage(recipe: str, tmp_path: Path, caps
     tandem = printed_config(capsys, stage_configs(folder, "tandem"))
     assert config["model"]["init_args"]["lr"] == tandem["model"]["init_args"]["lr"]
     assert config["trainer"]["max_epochs"] == 2 * tandem["trainer"]["max_epochs"]
+    if recipe == "builtin":  # the ablation's `long` row: the built-in tandem three times as long, nothing else
+        long = printed_config(capsys, stage_configs(folder, "tandem", layers + [LAYERS / "long_tandem"]))
+        assert long["trainer"]["max_epochs"] == 3 * tandem["trainer"]["max_epochs"]
+        assert long["model"] == printed_config(capsys, stage_configs(folder, "tandem", layers))["model"]
 
 
 def test_the_built_in_recipe_holds_only_what_differs_from_the_reports(capsys: pytest.CaptureFixture) -> None:
