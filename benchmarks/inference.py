@@ -42,7 +42,8 @@ EAGER = "PyTorch eager fp32"
 ORT_FP32 = "onnxruntime fp32"
 ORT_QDQ = "onnxruntime int8 Q/DQ"
 ORT_CPU = "onnxruntime CPU int8"
-VARIANTS = (EAGER, ORT_FP32, ORT_QDQ, ORT_CPU)
+ORT_CPU_S8 = "onnxruntime CPU int8, int8 weights"
+VARIANTS = (EAGER, ORT_FP32, ORT_QDQ, ORT_CPU, ORT_CPU_S8)
 
 
 def pruned_tandem(seed: int = 0) -> nn.Module:
@@ -77,8 +78,10 @@ def quantized_copy(model: nn.Module) -> nn.Module:
 
 
 def export_all(model: nn.Module, qmodel: nn.Module, folder: Path) -> dict[str, Path | str]:
-    """The three ONNX files by variant name; a variant whose export failed maps to the reason instead."""
+    """The ONNX files by variant name (the CPU int8 form with int8 weights where the CPU has VNNI, the only CPUs
+    that run it exactly); a variant whose export failed maps to the reason instead."""
     from asc.compress.export.onnx import export_onnx
+    from asc.machine import int8_dot_products
 
     folder.mkdir(parents=True, exist_ok=True)
     example = logmels(1)
@@ -86,16 +89,18 @@ def export_all(model: nn.Module, qmodel: nn.Module, folder: Path) -> dict[str, P
     export_onnx(model, example, paths[ORT_FP32])
     export_onnx(qmodel, example, paths[ORT_QDQ])
     paths[ORT_CPU] = export_cpu_int8(qmodel, example, folder / "int8_cpu.onnx")
+    if int8_dot_products():
+        paths[ORT_CPU_S8] = export_cpu_int8(qmodel, example, folder / "int8_cpu_s8.onnx", weights="int8")
     return paths
 
 
-def export_cpu_int8(qmodel: nn.Module, example: torch.Tensor, path: Path) -> Path | str:
+def export_cpu_int8(qmodel: nn.Module, example: torch.Tensor, path: Path, weights: str = "uint8") -> Path | str:
     """``asc.compress.export.cpu_int8.export_onnx_cpu`` of the QAT model (its own ranges: ``calibration=None``);
     the reason instead of a path when the export fails, so that the other rows of the run survive."""
     from asc.compress.export.cpu_int8 import export_onnx_cpu
 
     try:
-        export_onnx_cpu(qmodel, example, path, calibration=None)
+        export_onnx_cpu(qmodel, example, path, calibration=None, weights=weights)
     except Exception as error:  # any failure becomes the row's note
         return f"export failed: {type(error).__name__}: {(str(error).splitlines() or [''])[0][:120]}"
     return path
@@ -158,7 +163,7 @@ def runners(model: nn.Module, qmodel: nn.Module, paths: dict[str, Path | str], t
     """Callables by variant, and a note per variant: its largest logit difference from its torch model
     (variants beyond the four, e.g. another int8 graph of the same QAT model, against the QAT model)."""
     calls = {EAGER: eager_runner(model)}
-    calls.update({name: cpu_int8_runner(path, threads) if name == ORT_CPU else ort_runner(path, threads)
+    calls.update({name: cpu_int8_runner(path, threads) if name in (ORT_CPU, ORT_CPU_S8) else ort_runner(path, threads)
                   for name, path in paths.items() if isinstance(path, Path)})
     x = logmels(8, seed=99).numpy()
     quantized = eager_runner(qmodel)(x)
@@ -182,7 +187,8 @@ def timed_rows(calls: dict[str, Callable[[np.ndarray], np.ndarray]], notes: dict
     timings = alternate({name: work(call) for name, call in calls.items()}, repeats=repeats, warmup=1)
     values = {name: timings[name].per_unit_ms(batch * calls_per_round) for name in timings}
     rows = []
-    for name in (EAGER, ORT_FP32, ORT_QDQ, ORT_CPU, *[name for name in calls if name not in VARIANTS]):
+    for name in (*[name for name in VARIANTS if name in calls or name in notes],
+                 *[name for name in calls if name not in VARIANTS]):
         note = notes.get(name, "")
         if name not in (EAGER, ORT_FP32) and name in values and ORT_FP32 in values:
             note += f"; {values[ORT_FP32] / values[name]:.2f}x the speed of {ORT_FP32}"

@@ -7,7 +7,8 @@ Sections (one module each; every comparison is timed side by side, alternating, 
              waveforms, and reads from the cache (feature_cache.py)
   training   a tandem training step vs the DataLoader feeding it (training.py)
   demo choices  a training step at batch 32 vs 64; ResNorm as a group norm vs its formula (demo_speed.py)
-  inference  eager fp32 vs onnxruntime fp32 / Q/DQ int8 / CPU int8, batch 1 and 64, 1 and 2 threads (inference.py)
+  inference  eager fp32 vs onnxruntime fp32 / Q/DQ int8 / CPU int8 (and with int8 weights on VNNI), batch 1 and 64,
+             1 and 2 threads (inference.py)
   pruning    the threshold search on an unpruned Mod-8 (pruning_search.py)
   scaling    cache build and epoch time at 1×, 4×, 16× a small dataset, the index at the official size and 1/16;
              memory: their peak RSS (scaling.py)

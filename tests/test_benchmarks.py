@@ -451,8 +451,8 @@ def test_the_cpu_int8_row_calls_export_onnx_cpu_with_the_qat_model_and_keeps_a_f
 
     calls = []
 
-    def export_onnx_cpu(model, example, path, calibration="unset"):
-        calls.append((model, tuple(example.shape), calibration))
+    def export_onnx_cpu(model, example, path, calibration="unset", weights="unset"):
+        calls.append((model, tuple(example.shape), calibration, weights))
         Path(path).write_bytes(b"onnx")
 
     module = types.ModuleType("asc.compress.export.cpu_int8")
@@ -461,7 +461,8 @@ def test_the_cpu_int8_row_calls_export_onnx_cpu_with_the_qat_model_and_keeps_a_f
     qmodel = object()
     example = inference.logmels(1)
     assert inference.export_cpu_int8(qmodel, example, tmp_path / "a.onnx") == tmp_path / "a.onnx"
-    assert calls == [(qmodel, (1, 1, 256, 34), None)]
+    assert inference.export_cpu_int8(qmodel, example, tmp_path / "b.onnx", weights="int8") == tmp_path / "b.onnx"
+    assert calls == [(qmodel, (1, 1, 256, 34), None, "uint8"), (qmodel, (1, 1, 256, 34), None, "int8")]
 
     def broken(*args, **kwargs):
         raise RuntimeError("no int8 kernel\nmore")

@@ -20,6 +20,7 @@ from asc.compress.export.cpu_int8 import TILE, export_onnx_cpu
 from asc.compress.export.verify import compare
 from asc.data.features import FeatureSettings
 from asc.errors import AscError
+from asc.machine import int8_dot_products
 from asc.models import Tandem
 from tests.helpers import N_BANDS, N_FRAMES, calibrate, inputs, tandem
 from tests.helpers import one_error_line as _error
@@ -228,3 +229,54 @@ def test_run_onnx_splits_only_the_cpu_int8_form_in_parts_of_whole_tiles(qat: nn.
     assert onnx_export._parts(session, TILE, 2) == [slice(0, TILE)]
     assert onnx_export._parts(session, 64, 1) == [slice(0, 64)]
     assert onnx_export._parts(onnx_export.onnx_session(qdq), 64, 2) == [slice(0, 64)]
+
+
+def written_qlinearconv_weights(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(weight codes, their zero-points) of every QLinearConv in the written file."""
+    graph = flattened(onnx.load(str(path)).graph)
+    constants = {init.name: onnx.numpy_helper.to_array(init) for init in graph.initializer}
+    convs = [node for node in graph.node if node.op_type == "QLinearConv"]
+    return [(constants[node.input[3]], constants[node.input[5]]) for node in convs]
+
+
+@pytest.mark.skipif(not int8_dot_products(), reason="int8 weights run exactly only on a CPU with VNNI")
+def test_int8_weights_give_the_uint8_forms_logits_where_the_cpu_has_vnni(qat: nn.Module, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    """The same integer sums with the weights' codes shifted by 128: VNNI's u8s8 dot products are exact."""
+    portable, fast = tmp_path / "u8.onnx", tmp_path / "s8.onnx"
+    export_onnx_cpu(qat, EXAMPLE, portable)
+    export_onnx_cpu(qat, EXAMPLE, fast, weights="int8")
+    for (codes, zero), (u8_codes, _) in zip(written_qlinearconv_weights(fast), written_qlinearconv_weights(portable),
+                                            strict=True):
+        assert codes.dtype == np.int8 and zero.dtype == np.int8 and not zero.any()
+        np.testing.assert_array_equal(codes.astype(int) + 128, u8_codes)
+    assert onnx.load(str(fast)).metadata_props[0].value == "int8"
+    x = inputs(2 * TILE + 3, 4).numpy() * 3
+    np.testing.assert_allclose(onnx_export.run_onnx(fast, x), onnx_export.run_onnx(portable, x), atol=1e-5)
+    ckpt = save(qat, tmp_path / "qat.ckpt")
+    assert main(["export", "--ckpt_path", ckpt, "--out", str(tmp_path / "m.onnx"), "--cpu_out",
+                 str(tmp_path / "m_cpu.onnx"), "--cpu_weights", "int8"]) == 0
+    assert "agree on 100.00 %" in capsys.readouterr().out
+
+
+def test_int8_weights_are_refused_on_a_cpu_without_vnni(qat: nn.Module, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """Without VNNI onnxruntime's u8s8 kernels saturate and answer wrong without an error: asc refuses such a file
+    with one line, and refuses to write one it could not check."""
+    fast = tmp_path / "s8.onnx"
+    export_onnx_cpu(qat, EXAMPLE, fast, weights="int8")
+    monkeypatch.setattr("asc.machine.int8_dot_products", lambda: False)
+    monkeypatch.setattr(onnx_export, "int8_dot_products", lambda: False)
+    with pytest.raises(AscError, match=r"s8\.onnx: its int8 weights .* VNNI .* --cpu_weights uint8$"):
+        onnx_export.run_onnx(fast, inputs(2, 1).numpy())
+    portable = tmp_path / "u8.onnx"
+    export_onnx_cpu(qat, EXAMPLE, portable)
+    assert onnx_export.run_onnx(portable, inputs(2, 1).numpy()).shape == (2, 10)  # uint8 weights run anywhere
+    ckpt = save(qat, tmp_path / "qat.ckpt")
+    line = _error(capsys, "export", "--ckpt_path", ckpt, "--out", str(tmp_path / "m.onnx"), "--cpu_out",
+                  str(tmp_path / "m_cpu.onnx"), "--cpu_weights", "int8")
+    assert line.startswith("asc: error: --cpu_weights int8: this CPU has no VNNI") and "--cpu_weights uint8" in line, line
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m_cpu.onnx").exists()
+    with pytest.raises(AscError, match="weights: 'int4' is not one of uint8, int8"):
+        export_onnx_cpu(qat, EXAMPLE, tmp_path / "x.onnx", weights="int4")

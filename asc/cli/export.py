@@ -31,12 +31,15 @@ def export(argv: Sequence[str]) -> int:
     parser.add_argument("--engine", type=Path, default=None, help="also build a TensorRT engine (.plan)")
     parser.add_argument("--cpu_out", type=Path, default=None,
                         help="also write the CPU int8 form of a QAT checkpoint (.onnx, integer kernels in onnxruntime)")
+    parser.add_argument("--cpu_weights", choices=("uint8", "int8"), default="uint8",
+                        help="the CPU int8 form's weight codes: uint8 (exact on every CPU) or int8 (faster; exact only "
+                             "on CPUs with VNNI, and asc runs it only there)")
     parser.add_argument("--data.root", dest="root", default=None,
                         help="verify on this dataset's evaluate split (default: on random log-mels)")
     args = parser.parse_args(argv)
     if not args.out.parent.is_dir():
         raise AscError(f"--out: folder {args.out.parent} does not exist")
-    check_cpu_out(args.cpu_out, args.out)
+    check_cpu_out(args.cpu_out, args.out, args.cpu_weights)
     for option, path in (("--out", args.out), ("--cpu_out", args.cpu_out), ("--engine", args.engine)):
         if path is not None:
             ensure_folder(path.parent, option)  # a read-only folder stops here, before any work
@@ -60,7 +63,7 @@ def export(argv: Sequence[str]) -> int:
     if args.cpu_out is not None:
         from asc.compress.export.cpu_int8 import export_onnx_cpu
 
-        export_onnx_cpu(model, torch.zeros(1, 1, *shape), args.cpu_out)
+        export_onnx_cpu(model, torch.zeros(1, 1, *shape), args.cpu_out, weights=args.cpu_weights)
         atomic_write(args.cpu_out.with_suffix(".json"), sidecar.read_text())  # asc test checks its front end too
     agreement, *cpu = verify_all(model, paths, shape, args.root, features)
     print(f"ONNX written to {args.out.resolve()} (front end: {sidecar.resolve()})")
@@ -77,19 +80,18 @@ def export(argv: Sequence[str]) -> int:
     return 0
 
 
-def check_cpu_out(cpu_out: Path | None, out: Path) -> None:
-    """Refuse a ``--cpu_out`` that cannot be written or would overwrite ``--out``, before any work."""
+def check_cpu_out(cpu_out: Path | None, out: Path, weights: str = "uint8") -> None:
+    """Refuse a ``--cpu_out`` that cannot be written, would overwrite ``--out`` or could not be checked on this CPU
+    (int8 weights without VNNI), before any work."""
+    from asc.machine import int8_dot_products
+
     if cpu_out is None:
         return
+    if weights == "int8" and not int8_dot_products():
+        raise AscError("--cpu_weights int8: this CPU has no VNNI (AVX512-VNNI or AVX-VNNI), on which onnxruntime "
+                       "computes int8 weights exactly, so the file cannot be checked here: export it on such a CPU, "
+                       "or with --cpu_weights uint8")
     if not cpu_out.parent.is_dir():
         raise AscError(f"--cpu_out: folder {cpu_out.parent} does not exist")
     if cpu_out.resolve() == out.resolve():
         raise AscError(f"--cpu_out: {cpu_out} is also --out; give the CPU int8 form its own file")
-
-
-
-
-
-
-
-

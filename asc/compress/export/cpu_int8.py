@@ -29,9 +29,12 @@ ranges (``amax``), so nothing is calibrated and every quantizer rounds and clamp
 * the head's 1x1 conv runs after the global average (they commute) as a float Gemm on the quantized,
   dequantized activations; so does the linear classifier (10 x 5F weights).
 
-Codes are uint8 with zero-point 128, the int8 symmetric grid (activations and weights): on x86 CPUs
-without VNNI (AVX2) ORT's u8s8 kernels saturate int16 pair sums, and int8 weights gave results off by
-up to 172 steps; u8u8 is exact on every CPU.
+Activation codes are uint8 with zero-point 128, the int8 symmetric grid. The transition convs' weights are
+uint8 with zero-point 128 as well by default: on x86 CPUs without VNNI (AVX2) ORT's u8s8 kernels saturate
+int16 pair sums, and int8 weights gave results off by up to 172 steps; u8u8 is exact on every CPU.
+``weights="int8"`` writes them as int8 (zero-point 0), which ORT runs with VNNI's u8s8 dot products: exact
+there and 8-13 % faster per clip (``make bench``); the file records its weight type (:data:`WEIGHTS_KEY`) and
+:func:`~asc.compress.export.onnx.run_onnx` refuses it on a CPU without VNNI.
 
 Measured and left out (onnxruntime 1.32, one thread, ``make bench``'s pruned tandem): ``ReduceSumSquare``
 for the sums of squares (5 % slower at batch 64), a ``Sum`` broadcasting the temporal path instead of
@@ -51,7 +54,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from asc.compress.export.onnx import CPU_INT8_GRAPH, INPUT_NAME, ONNX_OPSET, OUTPUT_NAME
+from asc.compress.export.onnx import CPU_INT8_GRAPH, INPUT_NAME, ONNX_OPSET, OUTPUT_NAME, WEIGHTS_KEY
 from asc.compress.export.onnx_graph import TILE, Graph, tiled_loop
 from asc.compress.qat import check_calibrated
 from asc.errors import AscError
@@ -62,6 +65,8 @@ ZERO = 128
 #: Channel counts are padded to multiples of this: ORT's blocked (NCHWc) convolutions need a multiple of 4
 #: (measured on AVX-512); 8 is the AVX2 block, and 4 measured no faster here.
 LANES = 8
+#: The transition convs' weight types: uint8 (exact on every CPU, the default) or int8 (exact with VNNI, faster).
+WEIGHT_TYPES = ("uint8", "int8")
 
 
 def _lanes(channels: int) -> int:
@@ -138,10 +143,11 @@ def _conv_float(g: Graph, xq: str, conv: nn.Conv2d, bn: nn.Module | None = None,
     return g.op("Conv", x, g.const(weight), g.const(_pad(shift, out)), **_conv_attributes(conv, groups))
 
 
-def _conv_requantized(g: Graph, xq: str, conv: nn.Conv2d, bn: nn.Module, consumer: nn.Module) -> str:
+def _conv_requantized(g: Graph, xq: str, conv: nn.Conv2d, bn: nn.Module, consumer: nn.Module, weights: str) -> str:
     """``consumer``'s quantized input ``Q(relu(bn(conv(x))))`` as one QLinearConv, exact to QAT's rounding.
 
-    The uint8 output with zero-point 0 saturates negatives (the ReLU); the Clip is the int8 bound.
+    The uint8 output with zero-point 0 saturates negatives (the ReLU); the Clip is the int8 bound. ``weights``:
+    the weight codes' type (:data:`WEIGHT_TYPES`).
     """
     codes, step, shift = _folded(conv, bn)
     out = _lanes(conv.out_channels)
@@ -152,8 +158,9 @@ def _conv_requantized(g: Graph, xq: str, conv: nn.Conv2d, bn: nn.Module, consume
         raise AscError(f"a {conv.in_channels}->{conv.out_channels} channel conv has a batch-norm scale near 0: "
                        "its shift does not fit the int32 bias of QLinearConv")
     zero = g.const(0, np.uint8)
-    result = g.op("QLinearConv", xq, g.const(x_scale), g.const(ZERO, np.uint8), g.const(codes + ZERO, np.uint8),
-                  g.const(_pad(step, out, value=1.0)), g.const(np.full(out, ZERO), np.uint8),
+    shift, dtype = (0, np.int8) if weights == "int8" else (ZERO, np.uint8)
+    result = g.op("QLinearConv", xq, g.const(x_scale), g.const(ZERO, np.uint8), g.const(codes + shift, dtype),
+                  g.const(_pad(step, out, value=1.0)), g.const(np.full(out, shift), dtype),
                   g.const(_input_scale(consumer)), zero, g.const(bias, np.int32), **_conv_attributes(conv, 1))
     return g.op("Clip", result, zero, g.const(127, np.uint8))
 
@@ -196,7 +203,7 @@ def _resnorm_two_pass(g: Graph, x: str, norm: nn.Module) -> str:
     return g.op("Add", g.op("Mul", x, g.const(norm.lam)), g.op("Mul", centred, inverse))
 
 
-def _block(g: Graph, h: str, block: nn.Module, freq: int, frames: int, relu: bool) -> str:
+def _block(g: Graph, h: str, block: nn.Module, freq: int, frames: int, relu: bool, weights: str) -> str:
     """One BC-ResNet block; ``relu=False`` leaves the final ReLU to after the max-pooling that follows.
 
     Padded channels stay 0: their weights, batch norms and shifts are 0, and ResNorm maps a zero input
@@ -208,7 +215,7 @@ def _block(g: Graph, h: str, block: nn.Module, freq: int, frames: int, relu: boo
     y = _resnorm(g, h, block.resnorm, in_channels, freq, frames)
     if block.transition:
         codes = _conv_requantized(g, _quantize(g, y, block.pointwise_in), block.pointwise_in, block.bn_in,
-                                  block.freq_dw)
+                                  block.freq_dw, weights)
         aux = _conv_float(g, codes, block.freq_dw, input_zero=0)
     else:
         aux = _conv_float(g, _quantize(g, y, block.freq_dw), block.freq_dw)
@@ -251,7 +258,7 @@ def _subspectral(g: Graph, x: str, ssn: nn.Module, channels: int, freq: int, fra
     return g.op("Reshape", out, g.shape(0, _lanes(channels), freq, frames))
 
 
-def _bcresnet(g: Graph, x: str, cnn: nn.Module, frames: int) -> str:
+def _bcresnet(g: Graph, x: str, cnn: nn.Module, frames: int, weights: str) -> str:
     """BC-ResNet from ``(B, 1, n_bands, T)`` log-mels to logits."""
     from asc.models.bcresnet import stage_frequencies
 
@@ -266,7 +273,7 @@ def _bcresnet(g: Graph, x: str, cnn: nn.Module, frames: int) -> str:
                 frames //= 2
             else:
                 pooled = index + 1 < len(layers) and isinstance(layers[index + 1], nn.MaxPool2d)
-                h = _block(g, h, layer, freq, frames, relu=not pooled)
+                h = _block(g, h, layer, freq, frames, relu=not pooled, weights=weights)
     head = cnn.head
     pooled = g.op("ReduceMean", g.op("DequantizeLinear", _quantize(g, h, head), g.const(_input_scale(head)),
                                      g.const(ZERO, np.uint8)), axes=[2, 3], keepdims=0)
@@ -317,38 +324,42 @@ def _select_bands(g: Graph, x: str, model: nn.Module) -> str:
     return x
 
 
-def _network(g: Graph, x: str, model: nn.Module, frames: int) -> str:
+def _network(g: Graph, x: str, model: nn.Module, frames: int, weights: str) -> str:
     """The logits of a tandem (on its selected bands), a BC-ResNet or a linear model."""
     from asc.models import BCResNet, MomentsLinear, Tandem
 
     if isinstance(model, Tandem):
-        return g.op("Add", _moments_linear(g, x, model.linear), _bcresnet(g, x, model.cnn, frames))
+        return g.op("Add", _moments_linear(g, x, model.linear), _bcresnet(g, x, model.cnn, frames, weights))
     if isinstance(model, BCResNet):
-        return _bcresnet(g, x, model, frames)
+        return _bcresnet(g, x, model, frames, weights)
     if isinstance(model, MomentsLinear):
         return _moments_linear(g, x, model)
     raise AscError(f"the CPU int8 export knows tandem, bcresnet and linear models, not {type(model).__name__}")
 
 
-def _tiled(g: Graph, x: str, model: nn.Module, frames: int, classes: int) -> str:
+def _tiled(g: Graph, x: str, model: nn.Module, frames: int, classes: int, weights: str) -> str:
     """The network over the batch in tiles of :data:`TILE` clips (see :func:`tiled_loop` for why)."""
-    return tiled_loop(g, x, lambda body, tile: _network(body, tile, model, frames), TILE, classes)
+    return tiled_loop(g, x, lambda body, tile: _network(body, tile, model, frames, weights), TILE, classes)
 
 
 def export_onnx_cpu(
-    model: nn.Module, example: torch.Tensor, path: Path, calibration: torch.Tensor | None = None
+    model: nn.Module, example: torch.Tensor, path: Path, calibration: torch.Tensor | None = None,
+    weights: str = "uint8",
 ) -> None:
     """Write the CPU int8 form of the QAT ``model`` as ONNX (opset 17, dynamic batch) to ``path``.
 
     Input, output and batch axis are those of :func:`~asc.compress.onnx_export.export_onnx`;
     ``example`` fixes the log-mel size ``(1, 1, n_mels, frames)``. ``calibration`` is accepted for a
     uniform interface and not used: every scale comes from the QAT quantizers' ranges, and what QAT
-    computes in float stays float, so there is nothing left to calibrate.
+    computes in float stays float, so there is nothing left to calibrate. ``weights``: the transition convs'
+    weight type, one of :data:`WEIGHT_TYPES` (int8 runs exactly only with VNNI; see the module's notes).
     """
     import onnx
     from onnx import TensorProto, helper
 
     del calibration
+    if weights not in WEIGHT_TYPES:
+        raise AscError(f"weights: {weights!r} is not one of {', '.join(WEIGHT_TYPES)}")
     path = Path(path)
     if not path.parent.is_dir():
         raise AscError(f"{path}: folder {path.parent} does not exist")
@@ -356,7 +367,7 @@ def export_onnx_cpu(
     _check_every_layer_quantized(model)
     _, _, n_mels, frames = example.shape
     g = Graph()
-    logits = _tiled(g, _select_bands(g, INPUT_NAME, model), model, frames, _classes(model))
+    logits = _tiled(g, _select_bands(g, INPUT_NAME, model), model, frames, _classes(model), weights)
     g.nodes.append(helper.make_node("Identity", [logits], [OUTPUT_NAME], name=OUTPUT_NAME))
     graph = helper.make_graph(
         g.nodes, CPU_INT8_GRAPH,
@@ -364,6 +375,7 @@ def export_onnx_cpu(
         [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", _classes(model)])], g.constants,
     )
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONNX_OPSET)], producer_name="asc")
+    helper.set_model_props(proto, {WEIGHTS_KEY: weights})
     onnx.checker.check_model(proto)
     atomic_write(path, proto.SerializeToString(), "cannot write the ONNX file")
 

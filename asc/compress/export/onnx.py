@@ -16,7 +16,7 @@ from asc.compress.export.onnx_graph import TILE
 from asc.compress.qat import quiet
 from asc.errors import AscError
 from asc.files import atomic_path
-from asc.machine import available_cores
+from asc.machine import available_cores, int8_dot_products
 
 #: ONNX export settings shared by float and quantized models (TorchScript exporter: the dynamo
 #: exporter fails on modelopt's data-dependent ``if amax < 0`` check).
@@ -25,6 +25,9 @@ INPUT_NAME = "logmel"
 OUTPUT_NAME = "logits"
 #: The graph name of the CPU int8 form (:mod:`asc.compress.export.cpu_int8`), which :func:`run_onnx` runs in parts.
 CPU_INT8_GRAPH = "asc_cpu_int8"
+#: The CPU int8 form's metadata key for its weights' type: ``uint8`` (exact on every CPU) or ``int8`` (faster; exact
+#: only with VNNI, :func:`asc.machine.int8_dot_products`).
+WEIGHTS_KEY = "asc_weights"
 
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -111,10 +114,14 @@ def onnx_session(path: Path) -> Any:
         raise AscError(f"{path}: ONNX file not found")
     stat = path.stat()
     try:
-        return _session(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        session = _session(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
     except Exception as error:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise AscError(f"{path}: not a readable ONNX model: {reason}") from None
+    if session.get_modelmeta().custom_metadata_map.get(WEIGHTS_KEY) == "int8" and not int8_dot_products():
+        raise AscError(f"{path}: its int8 weights give exact results in onnxruntime only on a CPU with VNNI "
+                       "(AVX512-VNNI or AVX-VNNI), and this CPU has none: export it with --cpu_weights uint8")
+    return session
 
 
 def _parts(session: Any, batch: int, threads: int) -> list[slice]:
