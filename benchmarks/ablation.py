@@ -1,8 +1,8 @@
 """Ablation of what goes beyond the report, on the built-in presets ``hard`` and ``cross`` (docs/results.md).
 
     python -m benchmarks.ablation --out build/ablation [--presets hard,cross] [--seeds 0 1 2 3 4]
-        [--variants report,freq_mixstyle,device_irs,distillation,all,ensemble,long,peer] [--protocol report,holdout]
-        [--peer-epochs N] [--table-only] [--results docs/results.md]
+        [--variants report,freq_mixstyle,device_irs,distillation,all,ensemble,long,ensemble_long,peer]
+        [--protocol report,holdout] [--peer-epochs N] [--table-only] [--results docs/results.md]
         [-- --trainer.max_epochs=... (any argument for every stage)]
 
 Each pipeline variant is one ``asc pipeline`` (every stage of the built-in configs) with its config layers, once
@@ -13,7 +13,8 @@ teacher stage (an ensemble whose mean logits teach the tandem and every compress
 DCASE 2024 baseline network (CP-Mobile, configs/peer.yaml) for the wall-clock time the ``report``
 pipeline takes on the same preset (the median over its finished seeds; its epoch time measured by a one-epoch
 probe), or for ``--peer-epochs`` epochs, which do not depend on what else the machine runs. ``long`` is ``all``
-with three times the built-in tandem's epochs (configs/layers/long_tandem): what the schedule's length is worth.
+with three times the built-in tandem's epochs (configs/layers/long_tandem): what the schedule's length is worth;
+``ensemble_long`` the same for ``ensemble`` (a student taught for longer).
 
 Per preset, variant and model: the test accuracy overall and per device group (real a-c, seen simulated s1-s3,
 unseen s4-s6) as mean ± std over the seeds, every seed's figure, the tandem's accuracy on its own training split
@@ -54,6 +55,7 @@ LAYERS = {
     "all": ["freq_mixstyle", "device_irs", "distillation"],
     "ensemble": ["freq_mixstyle", "device_irs", "distillation", "ensemble"],
     "long": ["freq_mixstyle", "device_irs", "distillation", "long_tandem"],
+    "ensemble_long": ["freq_mixstyle", "device_irs", "distillation", "ensemble", "long_tandem"],
 }
 PEER = "peer"
 VARIANTS = (*LAYERS, PEER)

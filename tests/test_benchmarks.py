@@ -128,6 +128,14 @@ def test_a_fixed_epoch_count_trains_the_peer_without_a_probe_and_the_table_lists
     assert "| hard | peer | CP-Mobile | 40.00 ± 0.00 |" in table and "| 40.00, 40.00 |  | 7, 8 |" in table
 
 
+def test_every_variants_layers_are_shipped_and_the_long_rows_add_only_the_schedule() -> None:
+    ablation = load_ablation()
+    assert all((ablation.LAYER_FOLDER / layer).is_dir() for layers in ablation.LAYERS.values() for layer in layers)
+    assert ablation.LAYERS["long"] == [*ablation.LAYERS["all"], "long_tandem"]
+    assert ablation.LAYERS["ensemble_long"] == [*ablation.LAYERS["ensemble"], "long_tandem"]
+    assert ablation.stages_of(Path(), "ensemble_long")["teacher"] == "Teacher"
+
+
 def test_the_peers_budget_is_the_median_time_of_the_report_pipelines_seeds(tmp_path: Path) -> None:
     """One report run slowed by other work on the machine does not set the peer's wall-clock budget."""
     ablation = load_ablation()
