@@ -33,8 +33,8 @@ Activation codes are uint8 with zero-point 128, the int8 symmetric grid. The tra
 uint8 with zero-point 128 as well by default: on x86 CPUs without VNNI (AVX2) ORT's u8s8 kernels saturate
 int16 pair sums, and int8 weights gave results off by up to 172 steps; u8u8 is exact on every CPU.
 ``weights="int8"`` writes them as int8 (zero-point 0), which ORT runs with VNNI's u8s8 dot products: exact
-there and 8-13 % faster per clip (``make bench``); the file records its weight type (:data:`WEIGHTS_KEY`) and
-:func:`~asc.compress.export.onnx.run_onnx` refuses it on a CPU without VNNI.
+there and 2-15 % less time per clip (``make bench``, docs/benchmarks.md); the file records its weight type
+(:data:`WEIGHTS_KEY`) and :func:`~asc.compress.export.onnx.run_onnx` refuses it on a CPU without VNNI.
 
 Measured and left out (onnxruntime 1.32, one thread, ``make bench``'s pruned tandem): ``ReduceSumSquare``
 for the sums of squares (5 % slower at batch 64), a ``Sum`` broadcasting the temporal path instead of
