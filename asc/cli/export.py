@@ -22,6 +22,7 @@ def export(argv: Sequence[str]) -> int:
     from asc.compress.checkpoint import ASC_KEY, model_from_checkpoint, read_checkpoint, saved_features
     from asc.compress.complexity import count_complexity
     from asc.compress.export import onnx as onnx_export
+    from asc.compress.export.cpu_int8 import WEIGHT_TYPES
     from asc.compress.export.tensorrt import build_engine
     from asc.compress.export.verify import front_end, verify_all
 
@@ -31,7 +32,7 @@ def export(argv: Sequence[str]) -> int:
     parser.add_argument("--engine", type=Path, default=None, help="also build a TensorRT engine (.plan)")
     parser.add_argument("--cpu_out", type=Path, default=None,
                         help="also write the CPU int8 form of a QAT checkpoint (.onnx, integer kernels in onnxruntime)")
-    parser.add_argument("--cpu_weights", choices=("uint8", "int8"), default="uint8",
+    parser.add_argument("--cpu_weights", choices=WEIGHT_TYPES, default="uint8",
                         help="the CPU int8 form's weight codes: uint8 (exact on every CPU) or int8 (faster; exact only "
                              "on CPUs with VNNI, and asc runs it only there)")
     parser.add_argument("--data.root", dest="root", default=None,

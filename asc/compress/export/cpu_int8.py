@@ -158,9 +158,9 @@ def _conv_requantized(g: Graph, xq: str, conv: nn.Conv2d, bn: nn.Module, consume
         raise AscError(f"a {conv.in_channels}->{conv.out_channels} channel conv has a batch-norm scale near 0: "
                        "its shift does not fit the int32 bias of QLinearConv")
     zero = g.const(0, np.uint8)
-    shift, dtype = (0, np.int8) if weights == "int8" else (ZERO, np.uint8)
-    result = g.op("QLinearConv", xq, g.const(x_scale), g.const(ZERO, np.uint8), g.const(codes + shift, dtype),
-                  g.const(_pad(step, out, value=1.0)), g.const(np.full(out, shift), dtype),
+    offset, dtype = (0, np.int8) if weights == "int8" else (ZERO, np.uint8)  # the weights' zero-point
+    result = g.op("QLinearConv", xq, g.const(x_scale), g.const(ZERO, np.uint8), g.const(codes + offset, dtype),
+                  g.const(_pad(step, out, value=1.0)), g.const(np.full(out, offset), dtype),
                   g.const(_input_scale(consumer)), zero, g.const(bias, np.int32), **_conv_attributes(conv, 1))
     return g.op("Clip", result, zero, g.const(127, np.uint8))
 
