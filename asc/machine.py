@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 
@@ -11,6 +12,7 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+@functools.cache  # the CPU does not change; asks once, not on every batch run_onnx runs
 def int8_dot_products() -> bool:
     """Whether onnxruntime multiplies uint8 activations by int8 weights exactly on this CPU: an x86 CPU with VNNI
     (AVX512-VNNI or AVX-VNNI), from the flags in /proc/cpuinfo (Linux; False where they cannot be read).

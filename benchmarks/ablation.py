@@ -73,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     variants, presets, protocols = _names(args.variants), _names(args.presets), _names(args.protocol)
     unknown = ([v for v in variants if v not in VARIANTS] + [p for p in presets if p not in PRESETS]
                + [p for p in protocols if p not in PROTOCOLS])
+    if args.peer_epochs is not None and args.peer_epochs < 1:
+        print(f"--peer-epochs: {args.peer_epochs} is not a positive number of epochs", file=sys.stderr)
+        return 2
     if unknown:
         print(f"--variants/--presets/--protocol: unknown {unknown} (expected some of {', '.join(VARIANTS)}; "
               f"{', '.join(PRESETS)}; {', '.join(PROTOCOLS)})", file=sys.stderr)
@@ -130,7 +133,7 @@ def one_run(preset: str, variant: str, seed: int, root: Path, args: argparse.Nam
     started = time.perf_counter()
     if not args.table_only and not finished(out, variant):
         if variant == PEER:
-            budget = None if args.peer_epochs else peer_budget(args.out, preset, protocol)
+            budget = None if args.peer_epochs is not None else peer_budget(args.out, preset, protocol)
             run_peer(seed, root, out, protocol, budget, extra, args.peer_epochs)
         else:
             run_variant(variant, seed, root, out, protocol, extra)

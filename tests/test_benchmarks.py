@@ -126,6 +126,8 @@ def test_a_fixed_epoch_count_trains_the_peer_without_a_probe_and_the_table_lists
     assert len(fits) == 2 and all("--trainer.max_epochs=7" in args for args in fits)  # no one-epoch probe
     table = capsys.readouterr().out
     assert "| hard | peer | CP-Mobile | 40.00 ± 0.00 |" in table and "| 40.00, 40.00 |  | 7, 8 |" in table
+    assert ablation.main(["--out", str(tmp_path), "--variants", "peer", "--peer-epochs", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "--peer-epochs: 0 is not a positive number of epochs"
 
 
 def test_every_variants_layers_are_shipped_and_the_long_rows_add_only_the_schedule() -> None:
