@@ -1,7 +1,8 @@
 """Ablation of what goes beyond the report, on the built-in presets ``hard`` and ``cross`` (docs/results.md).
 
     python -m benchmarks.ablation --out build/ablation [--presets hard,cross] [--seeds 0 1 2 3 4]
-        [--variants report,freq_mixstyle,device_irs,distillation,all,ensemble,long,ensemble_long,peer]
+        [--variants report,freq_mixstyle,device_irs,distillation,all,ensemble,long,ensemble_long,peer,
+                    peer_report_features,peer_tandem_optimiser,peer_tandem_network]
         [--protocol report,holdout] [--peer-epochs N] [--table-only] [--results docs/results.md]
         [-- --trainer.max_epochs=... (any argument for every stage)]
 
@@ -12,9 +13,12 @@ come from ``hard``'s family: an addition scores on ``cross`` only when it genera
 teacher stage (an ensemble whose mean logits teach the tandem and every compression stage); ``peer`` trains the
 DCASE 2024 baseline network (CP-Mobile, configs/peer.yaml) for the wall-clock time the ``report``
 pipeline takes on the same preset (the median over its finished seeds; its epoch time measured by a one-epoch
-probe), or for ``--peer-epochs`` epochs, which do not depend on what else the machine runs. ``long`` is ``all``
-with three times the built-in tandem's epochs (configs/layers/long_tandem): what the schedule's length is worth;
-``ensemble_long`` the same for ``ensemble`` (a student taught for longer).
+probe), or for ``--peer-epochs`` epochs, which do not depend on what else the machine runs. The ``peer_*`` rows find
+where the gap between the peer and the tandem comes from, one factor each: the peer's recipe with the report's front
+end (``peer_report_features``), with the built-in tandem's optimiser (``peer_tandem_optimiser``), or training the
+tandem's network instead of CP-Mobile (``peer_tandem_network``); each layer's peer.yaml changes only its factor.
+``long`` is ``all`` with three times the built-in tandem's epochs (configs/layers/long_tandem): what the schedule's
+length is worth; ``ensemble_long`` the same for ``ensemble`` (a student taught for longer).
 
 Per preset, variant and model: the test accuracy overall and per device group (real a-c, seen simulated s1-s3,
 unseen s4-s6) as mean ± std over the seeds, every seed's figure, the tandem's accuracy on its own training split
@@ -58,10 +62,17 @@ LAYERS = {
     "ensemble_long": ["freq_mixstyle", "device_irs", "distillation", "ensemble", "long_tandem"],
 }
 PEER = "peer"
-VARIANTS = (*LAYERS, PEER)
-#: The stages each pipeline variant reports (the teacher where there is one), and the peer's one row.
+#: The peer's rows: its recipe (configs/peer.yaml), and one row per factor of the gap between it and the tandem,
+#: each the peer with one thing taken from the tandem (a layer's peer.yaml), and the network it trains.
+PEERS = {
+    PEER: ([], "CP-Mobile"),
+    "peer_report_features": (["report_features"], "CP-Mobile"),  # the report's front end: 16 kHz, 34 frames
+    "peer_tandem_optimiser": (["tandem_optimiser"], "CP-Mobile"),  # SGD, batch 32: the built-in tandem's
+    "peer_tandem_network": (["tandem_network"], "Tandem"),  # the tandem's network, from scratch
+}
+VARIANTS = (*LAYERS, *PEERS)
+#: The stages each pipeline variant reports (the teacher where there is one); a peer reports one.
 STAGES = {"teacher": "Teacher", "tandem": "Tandem", "pruning": "Pruned", "qat": "Pruned+Quant."}
-PEER_STAGE = {"peer": "CP-Mobile"}
 GROUPS = ("real", "seen_simulated", "unseen_simulated")
 PROTOCOLS = {"report": ["--handover", "last"], "holdout": ["--handover", "best", "--data.val_split", "holdout"]}
 
@@ -132,9 +143,9 @@ def one_run(preset: str, variant: str, seed: int, root: Path, args: argparse.Nam
         return None
     started = time.perf_counter()
     if not args.table_only and not finished(out, variant):
-        if variant == PEER:
+        if variant in PEERS:
             budget = None if args.peer_epochs is not None else peer_budget(args.out, preset, protocol)
-            run_peer(seed, root, out, protocol, budget, extra, args.peer_epochs)
+            run_peer(seed, root, out, protocol, budget, extra, args.peer_epochs, PEERS[variant][0])
         else:
             run_variant(variant, seed, root, out, protocol, extra)
         (out / "seconds.json").write_text(json.dumps({"seconds": round(time.perf_counter() - started, 1)}))
@@ -160,14 +171,15 @@ def peer_budget(out: Path, preset: str, protocol: str) -> float | None:
 
 
 def run_peer(seed: int, root: Path, out: Path, protocol: str, budget: float | None, extra: list[str],
-             count: int | None = None) -> None:
-    """CP-Mobile with its own recipe for ``count`` epochs, or for ``budget`` seconds (the report pipeline's,
-    :func:`peer_budget`): a one-epoch probe measures its epoch, then the fit runs as many epochs as fit the budget.
-    Its schedule spans them either way. A budget depends on what else the machine runs at the time; a count
-    does not."""
-    from asc.cli.pipeline import stage_configs
+             count: int | None = None, layers: list[str] = ()) -> None:
+    """CP-Mobile with its own recipe (and ``layers``' peer.yaml on top) for ``count`` epochs, or for ``budget``
+    seconds (the report pipeline's, :func:`peer_budget`): a one-epoch probe measures its epoch, then the fit runs as
+    many epochs as fit the budget. Its schedule spans them either way. A budget depends on what else the machine
+    runs at the time; a count does not."""
+    from asc.cli.pipeline import layered, stage_configs
 
-    common = [*stage_configs(CONFIGS, "peer"), "--config", str(PEER_CONFIG), "--data.root",
+    factors = layered([LAYER_FOLDER / layer for layer in layers], PEER)
+    common = [*stage_configs(CONFIGS, PEER), "--config", str(PEER_CONFIG), *factors, "--data.root",
               str(root), f"--seed_everything={seed}", *PROTOCOLS[protocol][2:], *extra]
     if count is None and budget is not None:
         probe = out.parent / f"{out.name}-probe"
@@ -190,20 +202,20 @@ def train_report(out: Path) -> Path:
 
 
 def stages_of(out: Path, variant: str) -> dict[str, str]:
-    """The stages a run reports: the peer's one, or the pipeline's (the teacher where it ran)."""
-    if variant == PEER:
-        return PEER_STAGE
+    """The stages a run reports: a peer's one, or the pipeline's (the teacher where it ran)."""
+    if variant in PEERS:
+        return {PEER: PEERS[variant][1]}
     return {stage: name for stage, name in STAGES.items() if stage != "teacher" or "ensemble" in LAYERS[variant]}
 
 
 def report_of(out: Path, stage: str) -> Path:
-    return (out if stage == "peer" else out / stage) / "test" / "metrics.json"
+    return (out if stage == PEER else out / stage) / "test" / "metrics.json"
 
 
 def finished(out: Path, variant: str) -> bool:
     """Every stage the table reads was tested (and a pipeline's tandem on its train split)."""
     reports = all(report_of(out, stage).is_file() for stage in stages_of(out, variant))
-    return reports and (variant == PEER or train_report(out).is_file())
+    return reports and (variant in PEERS or train_report(out).is_file())
 
 
 def seconds_of(out: Path) -> float | None:
@@ -244,8 +256,8 @@ def read_run(out: Path, variant: str) -> dict:
         metrics = json.loads(report_of(out, stage).read_text())
         run[stage] = {"accuracy": metrics["accuracy"], **{g: metrics["accuracy_per_group"][g] for g in GROUPS},
                       "params": metrics["params"], "macs": metrics["macs"], "clips": metrics.get("clips"),
-                      "epochs": epochs_of(out if stage == "peer" else out / stage)}
-    if variant != PEER:
+                      "epochs": epochs_of(out if stage == PEER else out / stage)}
+    if variant not in PEERS:
         run["tandem"]["train_accuracy"] = json.loads(train_report(out).read_text())["accuracy"]
     return run
 

@@ -67,11 +67,33 @@ def measure(roots: dict[int, Path], out: Path, workers: int, width: float, steps
         train = run_isolated("train", root=str(root), cache_dir=str(cache_dir), width=width, steps=steps,
                              threads=threads)
         results[factor] = {"cache": cache, "train": train}
-    first = min(roots)  # the same training with glibc's default allocator settings (asc.machine.keep_freed_memory)
-    results[first]["train_glibc"] = run_isolated(
-        "train", root=str(roots[first]), cache_dir=str(out / "cache" / f"x{first}"), width=width, steps=steps,
-        threads=threads, **{GLIBC_DEFAULT: True})
+    first = min(roots)
+    results[first]["train"], results[first]["train_glibc"] = allocator_pair(
+        results[first]["train"], root=str(roots[first]), cache_dir=str(out / "cache" / f"x{first}"), width=width,
+        steps=steps, threads=threads)
     return results
+
+
+#: Processes per allocator setting in the allocator comparison (its rate from a few steps varies between processes).
+ALLOCATOR_ROUNDS = 3
+
+
+def allocator_pair(measured: dict[str, Any], **task: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The training task under asc's allocator settings and under glibc's defaults (asc.machine.keep_freed_memory),
+    in alternating processes, ``ALLOCATOR_ROUNDS`` each (``measured`` is asc's first): each setting's median run by
+    training rate, so one process slowed by the machine does not decide the comparison."""
+    runs: dict[bool, list[dict[str, Any]]] = {False: [measured], True: []}
+    for _ in range(ALLOCATOR_ROUNDS):
+        for glibc in (True, False):
+            if len(runs[glibc]) < ALLOCATOR_ROUNDS:
+                runs[glibc].append(run_isolated("train", **task, **({GLIBC_DEFAULT: True} if glibc else {})))
+    return median_run(runs[False]), median_run(runs[True])
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median training rate (the lower middle one of an even count), with every run's rate."""
+    ordered = sorted(runs, key=lambda run: run["step_clips_per_s"])
+    return {**ordered[(len(ordered) - 1) // 2], "rates": [run["step_clips_per_s"] for run in runs]}
 
 
 def scaling_rows(results: dict[int, dict[str, Any]], workers: int) -> list[Row]:
@@ -110,7 +132,8 @@ def allocator_rows(glibc: dict[str, Any] | None, factor: int) -> list[Row]:
     """The same training with glibc's default settings, against asc's (freed memory kept for reuse)."""
     if glibc is None:
         return []
-    note = "freed blocks handed back to the kernel, fresh pages every step (asc keeps them: asc.machine)"
+    note = (f"median of {len(glibc.get('rates', [0]))} processes alternating with asc's; freed blocks handed back "
+            "to the kernel, fresh pages every step (asc keeps them: asc.machine)")
     return [Row(SCALING, GLIBC_RATE, glibc["step_clips_per_s"], "clips/s", f"training rate ×{factor}", note=note),
             Row(MEMORY, GLIBC_PEAK, glibc["peak_rss_mib"], "MiB", f"training peak RSS ×{factor}", note=note)]
 

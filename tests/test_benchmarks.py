@@ -121,11 +121,15 @@ def test_a_fixed_epoch_count_trains_the_peer_without_a_probe_and_the_table_lists
             fake_metrics(Path(args[args.index("--ckpt_path") + 1]).parents[1], 0.4)
 
     monkeypatch.setattr(ablation, "asc", asc)
-    assert ablation.main(["--out", str(tmp_path), "--seeds", "0", "1", "--presets", "hard", "--variants", "peer",
-                          "--peer-epochs", "7"]) == 0
-    assert len(fits) == 2 and all("--trainer.max_epochs=7" in args for args in fits)  # no one-epoch probe
+    assert ablation.main(["--out", str(tmp_path), "--seeds", "0", "1", "--presets", "hard", "--variants",
+                          "peer,peer_tandem_network", "--peer-epochs", "7"]) == 0
+    assert len(fits) == 4 and all("--trainer.max_epochs=7" in args for args in fits)  # no one-epoch probe
+    configs = [[Path(a).parent.name + "/" + Path(a).name for a in args if a.endswith(".yaml")] for args in fits]
+    assert configs[0][-1] == "configs/peer.yaml"
+    assert configs[2][-2:] == ["configs/peer.yaml", "tandem_network/peer.yaml"]  # the factor's layer on top
     table = capsys.readouterr().out
     assert "| hard | peer | CP-Mobile | 40.00 ± 0.00 |" in table and "| 40.00, 40.00 |  | 7, 8 |" in table
+    assert "| hard | peer_tandem_network | Tandem | 40.00 ± 0.00 |" in table
     assert ablation.main(["--out", str(tmp_path), "--variants", "peer", "--peer-epochs", "0"]) == 2
     assert capsys.readouterr().err.strip() == "--peer-epochs: 0 is not a positive number of epochs"
 
@@ -133,6 +137,8 @@ def test_a_fixed_epoch_count_trains_the_peer_without_a_probe_and_the_table_lists
 def test_every_variants_layers_are_shipped_and_the_long_rows_add_only_the_schedule() -> None:
     ablation = load_ablation()
     assert all((ablation.LAYER_FOLDER / layer).is_dir() for layers in ablation.LAYERS.values() for layer in layers)
+    assert all((ablation.LAYER_FOLDER / layer / "peer.yaml").is_file() for layers, _ in ablation.PEERS.values()
+               for layer in layers)
     assert ablation.LAYERS["long"] == [*ablation.LAYERS["all"], "long_tandem"]
     assert ablation.LAYERS["ensemble_long"] == [*ablation.LAYERS["ensemble"], "long_tandem"]
     assert ablation.stages_of(Path(), "ensemble_long")["teacher"] == "Teacher"
@@ -323,6 +329,26 @@ def test_scaling_rows_compare_each_size_with_the_smallest() -> None:
     assert by_name["epoch time (est.) ×4"].ratio == pytest.approx(4.0) and by_name["training rate ×1"].ratio is None
     assert by_name["training peak RSS ×4"].section == "memory" and "300 MiB" in by_name["cache build peak RSS ×1"].note
     assert [row.section for row in rows].index("memory") == 8  # scaling rows first, then memory
+
+
+def test_the_allocator_comparison_alternates_processes_and_keeps_each_settings_median_run(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One process slowed by the machine (its rate from a few steps) does not decide the glibc row."""
+    calls: list[bool] = []
+    glibc_rates, asc_rates = iter([30.0, 5.0, 31.0]), iter([50.0, 52.0])
+
+    def train(task: str, **arguments) -> dict:
+        glibc = arguments.pop(isolated.GLIBC_DEFAULT, False)
+        calls.append(glibc)
+        assert task == "train" and arguments == {"root": "r", "steps": 3}
+        rate = next(glibc_rates if glibc else asc_rates)
+        return {"step_clips_per_s": rate, "peak_rss_mib": 600.0 if glibc else 800.0}
+
+    monkeypatch.setattr(scaling, "run_isolated", train)
+    mine, glibc = scaling.allocator_pair({"step_clips_per_s": 10.0, "peak_rss_mib": 800.0}, root="r", steps=3)
+    assert calls == [True, False, True, False, True]  # alternating, after asc's first (measured) run
+    assert (mine["step_clips_per_s"], mine["rates"]) == (50.0, [10.0, 50.0, 52.0])
+    assert (glibc["step_clips_per_s"], glibc["peak_rss_mib"]) == (30.0, 600.0)
 
 
 def test_a_dataset_is_reused_only_when_its_marker_matches_the_spec(tmp_path: Path) -> None:
