@@ -1,8 +1,8 @@
 """Ablation of what goes beyond the report, on the built-in presets ``hard`` and ``cross`` (docs/results.md).
 
     python -m benchmarks.ablation --out build/ablation [--presets hard,cross] [--seeds 0 1 2 3 4]
-        [--variants report,freq_mixstyle,device_irs,distillation,all,ensemble,long,ensemble_long,peer,
-                    peer_report_features,peer_tandem_optimiser,peer_tandem_network]
+        [--variants report,freq_mixstyle,device_irs,distillation,all,ensemble,long,ensemble_long,long_peer_recipe,
+                    peer,peer_report_features,peer_tandem_optimiser,peer_tandem_network]
         [--protocol report,holdout] [--peer-epochs N] [--table-only] [--results docs/results.md]
         [-- --trainer.max_epochs=... (any argument for every stage)]
 
@@ -18,7 +18,9 @@ where the gap between the peer and the tandem comes from, one factor each: the p
 end (``peer_report_features``), with the built-in tandem's optimiser (``peer_tandem_optimiser``), or training the
 tandem's network instead of CP-Mobile (``peer_tandem_network``); each layer's peer.yaml changes only its factor.
 ``long`` is ``all`` with three times the built-in tandem's epochs (configs/layers/long_tandem): what the schedule's
-length is worth; ``ensemble_long`` the same for ``ensemble`` (a student taught for longer).
+length is worth; ``ensemble_long`` the same for ``ensemble`` (a student taught for longer); ``long_peer_recipe``
+``long`` with its tandem trained by the peer's recipe (configs/layers/peer_recipe: AdamW at batch 256, a cosine
+schedule, the peer's augmentations) on the report's front end.
 
 Per preset, variant and model: the test accuracy overall and per device group (real a-c, seen simulated s1-s3,
 unseen s4-s6) as mean ± std over the seeds, every seed's figure, the tandem's accuracy on its own training split
@@ -60,6 +62,7 @@ LAYERS = {
     "ensemble": ["freq_mixstyle", "device_irs", "distillation", "ensemble"],
     "long": ["freq_mixstyle", "device_irs", "distillation", "long_tandem"],
     "ensemble_long": ["freq_mixstyle", "device_irs", "distillation", "ensemble", "long_tandem"],
+    "long_peer_recipe": ["freq_mixstyle", "device_irs", "distillation", "long_tandem", "peer_recipe"],
 }
 PEER = "peer"
 #: The peer's rows: its recipe (configs/peer.yaml), and one row per factor of the gap between it and the tandem,

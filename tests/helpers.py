@@ -42,6 +42,27 @@ def layered(recipe: Path, stage: str) -> list[str]:
     return stage_configs(recipe, stage)
 
 
+def printed_config(capsys: pytest.CaptureFixture, args: list[str]) -> dict:
+    """The config ``asc fit ARGS --print_config`` prints (it exits 0)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as printed:
+        main(["fit", *args, "--print_config"])
+    assert printed.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def changed(base: dict, other: dict, prefix: str = "") -> set[str]:
+    """The dotted keys whose values differ between two nested configs."""
+    found: set[str] = set()
+    for key in set(base) | set(other):
+        a, b = base.get(key), other.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found |= changed(a, b, f"{prefix}{key}.")
+        elif a != b:
+            found.add(f"{prefix}{key}")
+    return found
+
+
 def run(*args: str) -> None:
     """An ``asc`` command that must succeed."""
     assert main(list(args)) == 0

@@ -134,13 +134,14 @@ def test_a_fixed_epoch_count_trains_the_peer_without_a_probe_and_the_table_lists
     assert capsys.readouterr().err.strip() == "--peer-epochs: 0 is not a positive number of epochs"
 
 
-def test_every_variants_layers_are_shipped_and_the_long_rows_add_only_the_schedule() -> None:
+def test_every_variants_layers_are_shipped_and_the_long_rows_add_only_what_they_name() -> None:
     ablation = load_ablation()
     assert all((ablation.LAYER_FOLDER / layer).is_dir() for layers in ablation.LAYERS.values() for layer in layers)
     assert all((ablation.LAYER_FOLDER / layer / "peer.yaml").is_file() for layers, _ in ablation.PEERS.values()
                for layer in layers)
     assert ablation.LAYERS["long"] == [*ablation.LAYERS["all"], "long_tandem"]
     assert ablation.LAYERS["ensemble_long"] == [*ablation.LAYERS["ensemble"], "long_tandem"]
+    assert ablation.LAYERS["long_peer_recipe"] == [*ablation.LAYERS["long"], "peer_recipe"]
     assert ablation.stages_of(Path(), "ensemble_long")["teacher"] == "Teacher"
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from asc.cli.main import main
-from tests.helpers import CONFIGS, tiny_configs
+from tests.helpers import CONFIGS, changed, printed_config, tiny_configs
 
 
 @pytest.mark.slow  # runs pipelines
@@ -70,6 +70,14 @@ def test_shipped_layers_parse_with_every_stage(recipe: str, tmp_path: Path, caps
         long = printed_config(capsys, stage_configs(folder, "tandem", layers + [LAYERS / "long_tandem"]))
         assert long["trainer"]["max_epochs"] == 3 * tandem["trainer"]["max_epochs"]
         assert long["model"] == printed_config(capsys, stage_configs(folder, "tandem", layers))["model"]
+        # `long_peer_recipe`: the same tandem with the peer's optimiser, schedule and augmentations; nothing else
+        recipe = [*layers, LAYERS / "long_tandem", LAYERS / "peer_recipe"]
+        peer = printed_config(capsys, stage_configs(folder, "tandem", recipe))
+        assert {key.removeprefix("model.init_args.") for key in changed(long, peer)} == {
+            "optimizer", "lr", "weight_decay", "schedule.warmup_epochs", "schedule.final_lr", "schedule.shape", "roll",
+            "freq_mask", "mixup_alpha", "data.batch_size"}
+        assert printed_config(capsys, stage_configs(folder, "pruning", recipe)) == printed_config(
+            capsys, stage_configs(folder, "pruning", layers))
 
 
 def test_the_built_in_recipe_holds_only_what_differs_from_the_reports(capsys: pytest.CaptureFixture) -> None:
@@ -90,14 +98,6 @@ def test_the_built_in_recipe_holds_only_what_differs_from_the_reports(capsys: py
     assert builtin["model"]["init_args"]["width"] == report["model"]["init_args"]["width"] == 8
     assert (builtin["trainer"]["max_epochs"], report["trainer"]["max_epochs"]) == (4, 80)
     assert (builtin["data"]["batch_size"], report["data"]["batch_size"]) == (32, 64)
-
-
-def printed_config(capsys: pytest.CaptureFixture, args: list[str]) -> dict:
-    """The config ``asc fit ARGS --print_config`` prints (it exits 0)."""
-    with pytest.raises(SystemExit) as printed:
-        main(["fit", *args, "--print_config"])
-    assert printed.value.code in (0, None)
-    return yaml.safe_load(capsys.readouterr().out)
 
 
 @pytest.mark.parametrize("stage", ["feature_selection", "pruning"])

@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from asc import load_model
-from asc.cli.main import main
 from asc.models import CPMobile
-from tests.helpers import REPO, config, one_error_line, run
+from tests.helpers import REPO, changed, config, one_error_line, printed_config, run
 
 #: The peer's recipe on the built-in data: the shared base files, then configs/peer.yaml.
 PEER = [*config("peer"), "--config", str(REPO / "configs" / "peer.yaml")]
@@ -38,41 +37,22 @@ def test_an_unknown_optimizer_is_one_line(mini_root: Path, tmp_path: Path, capsy
     assert line == "asc: error: model.optimizer: 'adam' is not one of sgd, adamw"
 
 
-def printed_config(capsys: pytest.CaptureFixture, *layers: str) -> dict:
-    """The peer's config as ``asc fit --print_config`` prints it, with ``layers``' peer.yaml on top."""
-    import yaml
-
+def peer_config(capsys: pytest.CaptureFixture, *layers: str) -> dict:
+    """The peer's config, with ``layers``' peer.yaml on top."""
     factors = [arg for layer in layers for arg in ("--config", str(REPO / "configs" / "layers" / layer / "peer.yaml"))]
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as printed:
-        main(["fit", *PEER, *factors, "--data.root", "unused", "--print_config"])
-    assert printed.value.code in (0, None)
-    return yaml.safe_load(capsys.readouterr().out)
-
-
-def changed(base: dict, other: dict, prefix: str = "") -> set[str]:
-    """The dotted keys whose values differ between two nested configs."""
-    keys = set(base) | set(other)
-    found: set[str] = set()
-    for key in keys:
-        a, b = base.get(key), other.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            found |= changed(a, b, f"{prefix}{key}.")
-        elif a != b:
-            found.add(f"{prefix}{key}")
-    return found
+    return printed_config(capsys, [*PEER, *factors, "--data.root", "unused"])
 
 
 def test_each_factor_row_takes_one_thing_from_the_tandem_and_keeps_the_rest_of_the_peers_recipe(
         capsys: pytest.CaptureFixture) -> None:
     """The ablation's rows between the peer and the tandem (benchmarks/ablation.py) are only findings if each
     layer changes its own factor: the front end, the optimiser, or the network."""
-    peer = printed_config(capsys)
-    assert changed(peer, printed_config(capsys, "report_features")) == {
+    peer = peer_config(capsys)
+    assert changed(peer, peer_config(capsys, "report_features")) == {
         "data.features.sample_rate", "data.features.win_ms", "data.features.hop_ms", "data.features.n_fft"}
-    assert changed(peer, printed_config(capsys, "tandem_optimiser")) == {
+    assert changed(peer, peer_config(capsys, "tandem_optimiser")) == {
         "model.init_args.optimizer", "model.init_args.lr", "model.init_args.weight_decay", "data.batch_size"}
-    network = printed_config(capsys, "tandem_network")
+    network = peer_config(capsys, "tandem_network")
     assert network["model"]["class_path"] == "asc.training.tandem.TandemStage"
     assert {k.split(".")[-1] for k in changed(peer, network)} == {
         "class_path", "report_name", "base_channels", "channels_multiplier", "expansion_rate", "width", "sub_bands",
