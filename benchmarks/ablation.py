@@ -44,6 +44,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.report import cpu_model, write_section
@@ -174,7 +175,7 @@ def peer_budget(out: Path, preset: str, protocol: str) -> float | None:
 
 
 def run_peer(seed: int, root: Path, out: Path, protocol: str, budget: float | None, extra: list[str],
-             count: int | None = None, layers: list[str] = ()) -> None:
+             count: int | None = None, layers: Sequence[str] = ()) -> None:
     """CP-Mobile with its own recipe (and ``layers``' peer.yaml on top) for ``count`` epochs, or for ``budget``
     seconds (the report pipeline's, :func:`peer_budget`): a one-epoch probe measures its epoch, then the fit runs as
     many epochs as fit the budget. Its schedule spans them either way. A budget depends on what else the machine
