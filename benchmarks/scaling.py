@@ -83,10 +83,10 @@ def allocator_pair(measured: dict[str, Any], **task: Any) -> tuple[dict[str, Any
     in alternating processes, ``ALLOCATOR_ROUNDS`` each (``measured`` is asc's first): each setting's median run by
     training rate, so one process slowed by the machine does not decide the comparison."""
     runs: dict[bool, list[dict[str, Any]]] = {False: [measured], True: []}
-    for _ in range(ALLOCATOR_ROUNDS):
-        for glibc in (True, False):
-            if len(runs[glibc]) < ALLOCATOR_ROUNDS:
-                runs[glibc].append(run_isolated("train", **task, **({GLIBC_DEFAULT: True} if glibc else {})))
+    for round_ in range(ALLOCATOR_ROUNDS):
+        runs[True].append(run_isolated("train", **task, **{GLIBC_DEFAULT: True}))
+        if round_ < ALLOCATOR_ROUNDS - 1:  # asc's first run is ``measured``
+            runs[False].append(run_isolated("train", **task))
     return median_run(runs[False]), median_run(runs[True])
 
 
