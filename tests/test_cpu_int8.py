@@ -3,6 +3,7 @@ through the export gate, refusals, and ``asc export --cpu_out``. Tiny models fro
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -221,14 +222,14 @@ def test_run_onnx_splits_only_the_cpu_int8_form_in_parts_of_whole_tiles(qat: nn.
     cpu, qdq = tmp_path / "cpu.onnx", tmp_path / "qdq.onnx"
     export_onnx_cpu(qat, EXAMPLE, cpu)
     onnx_export.export_onnx(qat, EXAMPLE, qdq)
-    session = onnx_export.onnx_session(cpu)
-    assert session.get_session_options().intra_op_num_threads == 1
+    loaded = onnx_export.loaded_onnx(cpu)
+    assert loaded.session.get_session_options().intra_op_num_threads == 1
     assert onnx_export.onnx_session(qdq).get_session_options().intra_op_num_threads == 0  # onnxruntime's default
-    assert onnx_export._parts(session, 64, 2) == [slice(0, 32), slice(32, 64)]
-    assert onnx_export._parts(session, 17, 4) == [slice(0, TILE), slice(TILE, 2 * TILE), slice(2 * TILE, 3 * TILE)]
-    assert onnx_export._parts(session, TILE, 2) == [slice(0, TILE)]
-    assert onnx_export._parts(session, 64, 1) == [slice(0, 64)]
-    assert onnx_export._parts(onnx_export.onnx_session(qdq), 64, 2) == [slice(0, 64)]
+    assert onnx_export._parts(loaded, 64, 2) == [slice(0, 32), slice(32, 64)]
+    assert onnx_export._parts(loaded, 17, 4) == [slice(0, TILE), slice(TILE, 2 * TILE), slice(2 * TILE, 3 * TILE)]
+    assert onnx_export._parts(loaded, TILE, 2) == [slice(0, TILE)]
+    assert onnx_export._parts(loaded, 64, 1) == [slice(0, 64)]
+    assert onnx_export._parts(onnx_export.loaded_onnx(qdq), 64, 2) == [slice(0, 64)]
 
 
 def written_qlinearconv_weights(path: Path) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -281,3 +282,21 @@ def test_int8_weights_are_refused_on_a_cpu_without_vnni(qat: nn.Module, tmp_path
     assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "m_cpu.onnx").exists()
     with pytest.raises(AscError, match="weights: 'int4' is not one of uint8, int8"):
         export_onnx_cpu(qat, EXAMPLE, tmp_path / "x.onnx", weights="int4")
+
+
+def test_run_onnx_loads_a_file_again_when_it_is_rewritten(qat: nn.Module, tmp_path: Path) -> None:
+    """Sessions are kept per file version: a model exported again under the same name gives the new model's
+    logits, never the old session's."""
+    path, other = tmp_path / "model.onnx", tmp_path / "other.onnx"
+    onnx_export.export_onnx(qat, EXAMPLE, path)
+    x = inputs(4, 5).numpy()
+    first = onnx_export.run_onnx(path, x)
+    changed = copy.deepcopy(qat)
+    with torch.no_grad():
+        for parameter in changed.parameters():
+            parameter.add_(0.5)
+    onnx_export.export_onnx(changed, EXAMPLE, other)
+    expected = onnx_export.run_onnx(other, x)
+    other.replace(path)  # a new file under the old name, as an atomic export writes it
+    assert not np.allclose(expected, first)
+    assert np.array_equal(onnx_export.run_onnx(path, x), expected)

@@ -4,8 +4,11 @@ file in onnxruntime: what TensorRT builds an engine from, and what ``asc test`` 
 from __future__ import annotations
 
 import functools
+import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 import numpy as np
@@ -83,8 +86,31 @@ def onnx_qdq_summary(path: Path) -> dict[str, Any]:
     }
 
 
-@functools.lru_cache(maxsize=4)
-def _session(path: str, mtime_ns: int, size: int) -> Any:
+@dataclass(frozen=True)
+class LoadedOnnx:
+    """An onnxruntime session and what :func:`run_onnx` checks on every batch, read once per file version:
+    asking the session for its metadata costs more than a small network's batch-1 run."""
+
+    session: Any
+    input_name: str
+    #: The declared input shape: sizes, with ``"batch"`` for a dynamic axis.
+    input_shape: tuple[int | str, ...]
+    #: The CPU int8 form (:data:`CPU_INT8_GRAPH`), whose batch :func:`run_onnx` runs in parts.
+    cpu_int8: bool
+    int8_weights: bool
+
+    def fits(self, shape: tuple[int, ...]) -> bool:
+        return len(shape) == len(self.input_shape) and all(
+            not isinstance(dim, int) or dim == size for dim, size in zip(self.input_shape, shape, strict=True))
+
+
+#: Loaded files by identity and version (device, inode, mtime, size): one ``stat`` per batch finds the session,
+#: and a file rewritten in place is loaded again.
+_LOADED: dict[tuple[int, int, int, int], LoadedOnnx] = {}
+_KEEP = 4
+
+
+def _load(path: str) -> LoadedOnnx:
     """One onnxruntime session per file version: evaluation calls :func:`run_onnx` once per batch.
 
     The CPU int8 form gets a one-thread session: its network runs as a ``Loop`` over tiles of clips, whose
@@ -96,10 +122,14 @@ def _session(path: str, mtime_ns: int, size: int) -> Any:
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    if session.get_modelmeta().graph_name != CPU_INT8_GRAPH:
-        return session
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    meta = session.get_modelmeta()
+    cpu_int8 = meta.graph_name == CPU_INT8_GRAPH
+    if cpu_int8:
+        options.intra_op_num_threads = options.inter_op_num_threads = 1
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    declared = session.get_inputs()[0]
+    return LoadedOnnx(session, declared.name, tuple(dim if isinstance(dim, int) else "batch" for dim in declared.shape),
+                      cpu_int8, meta.custom_metadata_map.get(WEIGHTS_KEY) == "int8")
 
 
 @functools.lru_cache(maxsize=2)
@@ -107,27 +137,41 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(threads, thread_name_prefix="asc-onnx")
 
 
-def onnx_session(path: Path) -> Any:
-    """The onnxruntime session of an ONNX file; one line for a file that is missing or not a model."""
-    path = Path(path)
-    if not path.is_file():
-        raise AscError(f"{path}: ONNX file not found")
-    stat = path.stat()
+def loaded_onnx(path: Path) -> LoadedOnnx:
+    """The loaded ONNX file; one line for a file that is missing or not a model, or whose int8 weights this CPU
+    would get wrong."""
     try:
-        session = _session(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
-    except Exception as error:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise AscError(f"{path}: not a readable ONNX model: {reason}") from None
-    if session.get_modelmeta().custom_metadata_map.get(WEIGHTS_KEY) == "int8" and not int8_dot_products():
+        stat = os.stat(path)
+    except OSError:
+        stat = None
+    if stat is None or not S_ISREG(stat.st_mode):
+        raise AscError(f"{path}: ONNX file not found")
+    key = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    loaded = _LOADED.get(key)
+    if loaded is None:
+        try:
+            loaded = _load(os.fspath(path))
+        except Exception as error:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise AscError(f"{path}: not a readable ONNX model: {reason}") from None
+        while len(_LOADED) >= _KEEP:
+            del _LOADED[next(iter(_LOADED))]  # the oldest
+        _LOADED[key] = loaded
+    if loaded.int8_weights and not int8_dot_products():
         raise AscError(f"{path}: its int8 weights give exact results in onnxruntime only on a CPU with VNNI "
                        "(AVX512-VNNI or AVX-VNNI), and this CPU has none: export it with --cpu_weights uint8")
-    return session
+    return loaded
 
 
-def _parts(session: Any, batch: int, threads: int) -> list[slice]:
+def onnx_session(path: Path) -> Any:
+    """The onnxruntime session of an ONNX file (see :func:`loaded_onnx`)."""
+    return loaded_onnx(path).session
+
+
+def _parts(loaded: LoadedOnnx, batch: int, threads: int) -> list[slice]:
     """How :func:`run_onnx` splits a batch: the CPU int8 form in up to ``threads`` parts of whole tiles (each
     part on its own thread), any other file in one part (onnxruntime's own threads share its kernels)."""
-    if session.get_modelmeta().graph_name != CPU_INT8_GRAPH or threads < 2 or batch <= TILE:
+    if not loaded.cpu_int8 or threads < 2 or batch <= TILE:
         return [slice(0, batch)]
     size = -(-batch // (threads * TILE)) * TILE
     return [slice(start, start + size) for start in range(0, batch, size)]
@@ -140,18 +184,14 @@ def run_onnx(path: Path, x: np.ndarray, threads: int | None = None) -> np.ndarra
     bands or clip lengths gives one clear line instead of an onnxruntime stack trace. ``threads`` (default:
     :func:`asc.machine.available_cores`) bounds the parts the CPU int8 form's batch runs in side by side.
     """
-    session = onnx_session(path)
-    declared = session.get_inputs()[0]
-    expected = [dim if isinstance(dim, int) else "batch" for dim in declared.shape]
-    fits = len(expected) == x.ndim and all(
-        not isinstance(dim, int) or dim == size for dim, size in zip(expected, x.shape, strict=False)
-    )
-    if not fits:
-        shown = "(" + ", ".join(str(dim) for dim in expected) + ")"
+    loaded = loaded_onnx(path)
+    if not loaded.fits(x.shape):
+        shown = "(" + ", ".join(str(dim) for dim in loaded.input_shape) + ")"
         raise AscError(f"{path}: input of shape {tuple(x.shape)} does not fit the model's input {shown}")
     x = np.ascontiguousarray(x, dtype=np.float32)
-    parts = _parts(session, len(x), threads or available_cores())
+    parts = _parts(loaded, len(x), threads or available_cores())
+    run = loaded.session.run
     if len(parts) == 1:
-        return session.run(None, {declared.name: x})[0]
-    outputs = _pool(len(parts)).map(lambda part: session.run(None, {declared.name: x[part]})[0], parts)
+        return run(None, {loaded.input_name: x})[0]
+    outputs = _pool(len(parts)).map(lambda part: run(None, {loaded.input_name: x[part]})[0], parts)
     return np.concatenate(list(outputs))
