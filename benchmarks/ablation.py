@@ -20,7 +20,8 @@ tandem's network instead of CP-Mobile (``peer_tandem_network``); each layer's pe
 ``long`` is ``all`` with three times the built-in tandem's epochs (configs/layers/long_tandem): what the schedule's
 length is worth; ``ensemble_long`` the same for ``ensemble`` (a student taught for longer); ``long_peer_recipe``
 ``long`` with its tandem trained by the peer's recipe (configs/layers/peer_recipe: AdamW at batch 256, a cosine
-schedule, the peer's augmentations) on the report's front end.
+schedule, the peer's augmentations, which pruning and QAT then train with too) on the report's front end, and pruning
+fine-tuned 5 epochs instead of 2 (configs/layers/long_pruning).
 
 Per preset, variant and model: the test accuracy overall and per device group (real a-c, seen simulated s1-s3,
 unseen s4-s6) as mean ± std over the seeds, every seed's figure, the tandem's accuracy on its own training split
@@ -63,7 +64,7 @@ LAYERS = {
     "ensemble": ["freq_mixstyle", "device_irs", "distillation", "ensemble"],
     "long": ["freq_mixstyle", "device_irs", "distillation", "long_tandem"],
     "ensemble_long": ["freq_mixstyle", "device_irs", "distillation", "ensemble", "long_tandem"],
-    "long_peer_recipe": ["freq_mixstyle", "device_irs", "distillation", "long_tandem", "peer_recipe"],
+    "long_peer_recipe": ["freq_mixstyle", "device_irs", "distillation", "long_tandem", "peer_recipe", "long_pruning"],
 }
 PEER = "peer"
 #: The peer's rows: its recipe (configs/peer.yaml), and one row per factor of the gap between it and the tandem,

@@ -76,8 +76,17 @@ def test_shipped_layers_parse_with_every_stage(recipe: str, tmp_path: Path, caps
         assert {key.removeprefix("model.init_args.") for key in changed(long, peer)} == {
             "optimizer", "lr", "weight_decay", "schedule.warmup_epochs", "schedule.final_lr", "schedule.shape", "roll",
             "freq_mask", "mixup_alpha", "data.batch_size"}
-        assert printed_config(capsys, stage_configs(folder, "pruning", recipe)) == printed_config(
-            capsys, stage_configs(folder, "pruning", layers))
+        # pruning and QAT train with the tandem's augmentations, pruning twice as long (`long_pruning`)
+        for stage, more in (("pruning", ["trainer.max_epochs"]), ("qat", [])):
+            before = printed_config(capsys, stage_configs(folder, stage, layers))
+            after = printed_config(capsys, stage_configs(folder, stage, [*recipe, LAYERS / "long_pruning"]))
+            assert {key.removeprefix("model.init_args.") for key in changed(before, after)} == {
+                "roll", "freq_mask", "mixup_alpha", *more}
+        assert printed_config(capsys, stage_configs(folder, "feature_selection", recipe)) == printed_config(
+            capsys, stage_configs(folder, "feature_selection", layers))
+        pruning = printed_config(capsys, stage_configs(folder, "pruning", [*recipe, LAYERS / "long_pruning"]))
+        assert pruning["trainer"]["max_epochs"] == 2 * printed_config(
+            capsys, stage_configs(folder, "pruning", layers))["trainer"]["max_epochs"]
 
 
 def test_the_built_in_recipe_holds_only_what_differs_from_the_reports(capsys: pytest.CaptureFixture) -> None:
@@ -139,20 +148,22 @@ def test_a_qat_config_without_a_learning_rate_fine_tunes_at_the_qat_default(
 
 
 def test_the_shipped_plus_recipe_is_the_report_with_the_measured_additions(capsys: pytest.CaptureFixture) -> None:
-    """configs/plus builds on configs/report with the three additions the ablation chose and the report's
+    """configs/plus builds on configs/report with the four additions the ablation chose and the report's
     protocol (every training location trained on, each stage's last checkpoint handed on); every stage's
     combined config parses."""
     from asc.cli.pipeline import read_recipe, stage_configs
 
     configs, layers, handover = read_recipe(CONFIGS.parent / "plus")
     assert configs.resolve() == (CONFIGS.parent / "report").resolve() and handover == "last"
-    assert [layer.name for layer in layers] == ["freq_mixstyle", "device_irs", "distillation"]
+    assert [layer.name for layer in layers] == ["freq_mixstyle", "device_irs", "distillation", "peer_recipe"]
     for stage in ("linear", "tandem", "feature_selection", "pruning", "qat"):
         config = printed_config(capsys, stage_configs(CONFIGS.parent / "plus", stage))
         init = config["model"]["init_args"]
         assert config["data"]["val_split"] == "evaluate" and config["data"]["test_split"] == "evaluate"
-        assert (init["freq_mixstyle_p"], init["device_ir_p"], config["data"]["batch_size"]) == (0.4, 0.4, 64)
+        batch = 256 if stage == "tandem" else 64  # the peer's recipe trains the tandem; the rest keep the report's
+        assert (init["freq_mixstyle_p"], init["device_ir_p"], config["data"]["batch_size"]) == (0.4, 0.4, batch)
         assert init["teacher"] == TEACHERS.get(stage)  # the tandem teaches every compression stage
+        assert init["optimizer"] == ("adamw" if stage == "tandem" else "sgd")
 
 
 @pytest.mark.slow  # runs pipelines
