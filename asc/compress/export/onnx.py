@@ -104,14 +104,10 @@ class LoadedOnnx:
             not isinstance(dim, int) or dim == size for dim, size in zip(self.input_shape, shape, strict=True))
 
 
-#: Loaded files by identity and version (device, inode, mtime, size): one ``stat`` per batch finds the session,
-#: and a file rewritten in place is loaded again.
-_LOADED: dict[tuple[int, int, int, int], LoadedOnnx] = {}
-_KEEP = 4
-
-
-def _load(path: str) -> LoadedOnnx:
-    """One onnxruntime session per file version: evaluation calls :func:`run_onnx` once per batch.
+@functools.lru_cache(maxsize=4)
+def _load(path: str, version: tuple[int, int, int, int]) -> LoadedOnnx:
+    """One onnxruntime session per file version (device, inode, mtime, size: one ``stat`` per batch finds it, and
+    a file rewritten under the same name is loaded again); evaluation calls :func:`run_onnx` once per batch.
 
     The CPU int8 form gets a one-thread session: its network runs as a ``Loop`` over tiles of clips, whose
     small nodes gain nothing from onnxruntime's intra-op threads (a second thread made batch 1 slower);
@@ -146,17 +142,11 @@ def loaded_onnx(path: Path) -> LoadedOnnx:
         stat = None
     if stat is None or not S_ISREG(stat.st_mode):
         raise AscError(f"{path}: ONNX file not found")
-    key = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
-    loaded = _LOADED.get(key)
-    if loaded is None:
-        try:
-            loaded = _load(os.fspath(path))
-        except Exception as error:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise AscError(f"{path}: not a readable ONNX model: {reason}") from None
-        while len(_LOADED) >= _KEEP:
-            del _LOADED[next(iter(_LOADED))]  # the oldest
-        _LOADED[key] = loaded
+    try:
+        loaded = _load(os.fspath(path), (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size))
+    except Exception as error:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...)
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise AscError(f"{path}: not a readable ONNX model: {reason}") from None
     if loaded.int8_weights and not int8_dot_products():
         raise AscError(f"{path}: its int8 weights give exact results in onnxruntime only on a CPU with VNNI "
                        "(AVX512-VNNI or AVX-VNNI), and this CPU has none: export it with --cpu_weights uint8")
