@@ -287,7 +287,7 @@ def test_the_submission_writer_fills_one_table_by_clip_and_keeps_nothing_per_bat
     from asc.training.submission import SubmissionWriter
 
     class Split(list):
-        records = property(lambda self: list(self))
+        filenames = property(lambda self: [clip.filename for clip in self])
 
     split = Split(SimpleNamespace(filename=f"audio/{i}.wav") for i in range(5))
     trainer = SimpleNamespace(datamodule=SimpleNamespace(datasets={"predict": split}), is_global_zero=True,

@@ -86,3 +86,33 @@ def test_on_the_fly_features_announce_repairs_once(mini_root: Path) -> None:
     lines = [str(w.message) for w in record if "audio fixed" in str(w.message)]
     assert lines == ["audio fixed while loading: 1 clip(s) at 22050 Hz instead of 44100 Hz "
                      "(first audio/bus-lisbon-1010-41000-0-a.wav)"], lines
+
+
+def test_a_stage_builds_only_the_splits_it_reads(mini_root: Path) -> None:
+    """asc validate and asc test never hold the training split's clips (139,620 at TAU22's size)."""
+    data = _module(mini_root)
+    data.setup("validate")
+    assert set(data.datasets) == {"val"}
+    data.setup("test")
+    assert set(data.datasets) == {"val", "test"}
+    next(iter(data.train_dataloader()))
+    assert set(data.datasets) == {"val", "test", "train"}
+
+
+def test_a_worker_receives_rows_not_file_names(mini_root: Path) -> None:
+    """What a DataLoader worker gets (the pickled dataset) reads the same clips from the cache, without the file
+    names or the cache's file list, so that its memory does not grow with the data set."""
+    import pickle
+
+    data = _module(mini_root)
+    data.prepare_data()
+    data.setup("fit")
+    dataset = data.datasets["train"]
+    payload = pickle.dumps(dataset)
+    assert b".wav" not in payload
+    copy = pickle.loads(payload)
+    assert len(copy) == len(dataset)
+    for index in range(len(dataset)):
+        for key, value in dataset[index].items():
+            assert torch.equal(copy[index][key], value), key
+    assert dataset.filename(0) == dataset.filenames[0] and dataset.filenames[0].endswith(".wav")

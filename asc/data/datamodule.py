@@ -31,7 +31,12 @@ log = logging.getLogger(__name__)
 
 
 class ClipDataset(Dataset):
-    """Log-mels of ``records`` read from a feature cache, or computed on the fly when ``cache`` is None."""
+    """Log-mels of ``records`` read from a feature cache, or computed on the fly when ``cache`` is None.
+
+    The clips are kept as columns (the file names in one bytes array, integer labels, devices and cities) and the
+    cache as its file and shape: every DataLoader worker receives a copy of the dataset, which at TAU22's size
+    would otherwise be 139,620 Python records and the cache's 169,300 file names per worker.
+    """
 
     def __init__(
         self,
@@ -40,35 +45,56 @@ class ClipDataset(Dataset):
         settings: FeatureSettings,
         cache: FeatureCache | None = None,
     ) -> None:
-        self.records = list(records)
         self.root = root
         self.settings = settings
-        self.cache = cache
+        self._names = np.array([r.filename.encode() for r in records], dtype=np.bytes_)
+        self.labels, self.devices, self.cities = (
+            np.array([getattr(r, column) for r in records], dtype=np.int16) for column in ("label", "device", "city"))
+        self._map = cache.map if cache is not None else None
         self._rows = None
         if cache is not None:
             position = {name: row for row, name in enumerate(cache.filenames)}
-            self._rows = np.array([position[r.filename] for r in self.records], dtype=np.int64)
+            self._rows = np.array([position[r.filename] for r in records], dtype=np.int64)
         self._data: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.labels)
+
+    def __getstate__(self) -> dict:
+        """What a DataLoader worker receives: reading from the cache needs rows, not names (8 MB of TAU22's)."""
+        state = dict(self.__dict__)
+        if self._map is not None:
+            state["_names"] = None
+        return state
+
+    def filename(self, index: int) -> str:
+        return self._names[index].decode()
+
+    @property
+    def filenames(self) -> list[str]:
+        """The clips' file names, in the dataset's order (a batch's ``index`` points into it)."""
+        return [name.decode() for name in self._names]
 
     def _logmel(self, index: int) -> np.ndarray:
-        if self.cache is None:  # repairs were counted once, from the headers, in prepare_data
-            return compute_logmels(self.root, [self.records[index].filename], self.settings, AudioIssues())[0]
+        if self._map is None:  # repairs were counted once, from the headers, in prepare_data
+            return compute_logmels(self.root, [self.filename(index)], self.settings, AudioIssues())[0]
         if self._data is None:  # opened lazily: each DataLoader worker maps the file itself
-            self._data = self.cache.open()
+            self._data = self._map.open()
         return np.asarray(self._data[self._rows[index]], dtype=np.float32)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        record = self.records[index]
         return {
             "x": torch.from_numpy(self._logmel(index)).unsqueeze(0),
-            "label": torch.tensor(record.label),
-            "device": torch.tensor(record.device),
-            "city": torch.tensor(record.city),
+            "label": torch.tensor(int(self.labels[index])),
+            "device": torch.tensor(int(self.devices[index])),
+            "city": torch.tensor(int(self.cities[index])),
             "index": torch.tensor(index),
         }
+
+
+#: The splits each Lightning stage reads (None: all of them).
+STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",),
+                None: ("train", "val", "test", "predict")}
 
 
 @dataclass(frozen=True)
@@ -130,7 +156,6 @@ class DCASEDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
         self._index: DatasetIndex | None = None
-        self._splits: SplitRecords | None = None
         self._cache: FeatureCache | None = None
         self.datasets: dict[str, ClipDataset] = {}
 
@@ -142,35 +167,38 @@ class DCASEDataModule(L.LightningDataModule):
 
     @property
     def splits(self) -> SplitRecords:
-        """The records of each stage; validation follows ``val_split``."""
-        if self._splits is None and not self.index.labelled:  # the challenge's evaluation set: predict only
-            self._splits = SplitRecords(train=[], val=[], test=[], predict=self.index.records("test"))
-        if self._splits is None:
-            hp = self.hparams
-            train = self.index.records("train")
-            if hp.val_split == "holdout":
-                train, val = split_holdout(train, hp.holdout_fraction, hp.seed)
-            else:
-                val = self.index.records("evaluate")
-            self._splits = SplitRecords(
-                train=train, val=val, test=self.index.records(hp.test_split), predict=self.index.records("test")
-            )
-        return self._splits
+        """The records of every stage; validation follows ``val_split``."""
+        return SplitRecords(**{name: self.records(name) for name in STAGE_SPLITS[None]})
+
+    def records(self, split: str) -> list[ClipRecord]:
+        """The records of one of ``train``, ``val``, ``test``, ``predict`` (built when asked, not kept: a stage
+        that validates never holds the 139,620 training records of TAU22)."""
+        if not self.index.labelled:  # the challenge's evaluation set: predict only
+            return self.index.records("test") if split == "predict" else []
+        hp = self.hparams
+        if split in ("test", "predict"):
+            return self.index.records(hp.test_split if split == "test" else "test")
+        if hp.val_split == "holdout":
+            train, val = split_holdout(self.index.records("train"), hp.holdout_fraction, hp.seed)
+            return train if split == "train" else val
+        return self.index.records("train" if split == "train" else "evaluate")
+
+    def listed_files(self) -> list[str]:
+        """Every clip of the fold files, sorted: what the cache holds and what must exist on disk."""
+        return sorted({name for split in self.index.splits() for name in self.index.filenames(split)})
 
     @property
     def feature_cache(self) -> FeatureCache | None:
         """One cache for every clip of the fold files, whichever split a stage uses."""
         if self.hparams.cache and self._cache is None:
-            names = sorted({name for split in self.index.splits() for name in self.index.filenames(split)})
-            self._cache = FeatureCache(self.root, names, self.features, self.hparams.cache_dir)
+            self._cache = FeatureCache(self.root, self.listed_files(), self.features, self.hparams.cache_dir)
         return self._cache
 
     def prepare_data(self) -> None:
         """Check that every listed WAV exists and build the feature cache once (Lightning calls this on one
         process per machine and makes the others wait); without the cache, read every WAV's header so that
         the repairs are announced once."""
-        splits = self.splits
-        filenames = sorted({r.filename for part in vars(splits).values() for r in part})
+        filenames = self.listed_files()
         self.index.check_audio_exists(filenames)
         if self.feature_cache is not None:
             workers = self.hparams.cache_workers
@@ -184,16 +212,21 @@ class DCASEDataModule(L.LightningDataModule):
         warn_audio_issues(issues)
 
     def setup(self, stage: str | None = None) -> None:
+        self._build(STAGE_SPLITS.get(stage, STAGE_SPLITS[None]))
+
+    def _build(self, splits: Sequence[str]) -> None:
+        """The datasets of ``splits`` that do not exist yet (the cache built first if it is not complete)."""
+        missing = [name for name in splits if name not in self.datasets]
+        if not missing:
+            return
         cache = self.feature_cache
         if cache is not None and not cache.is_complete():
             self.prepare_data()
-        for name, records in vars(self.splits).items():
-            if name not in self.datasets:
-                self.datasets[name] = ClipDataset(records, self.root, self.features, cache)
+        for name in missing:
+            self.datasets[name] = ClipDataset(self.records(name), self.root, self.features, cache)
 
     def _loader(self, name: str, shuffle: bool = False) -> DataLoader:
-        if name not in self.datasets:
-            self.setup()
+        self._build([name])
         dataset = self.datasets[name]
         if not len(dataset) and not self.index.labelled:
             raise AscError(f"{self.root}: an evaluation set (fold1_test.csv, no labels): only asc predict can use it")

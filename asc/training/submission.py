@@ -51,8 +51,7 @@ class SubmissionWriter(BasePredictionWriter):
         self._table = self._written = None
         if trainer.is_global_zero:
             self.path = Path(trainer.default_root_dir) / self.filename
-            records = trainer.datamodule.datasets["predict"].records
-            write_submission(self.path, [r.filename for r in records], index, probabilities)
+            write_submission(self.path, trainer.datamodule.datasets["predict"].filenames, index, probabilities)
 
 
 def _gather(index: torch.Tensor, probabilities: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
