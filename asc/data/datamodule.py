@@ -68,6 +68,7 @@ class ClipDataset(Dataset):
         return state
 
     def filename(self, index: int) -> str:
+        """The file name of clip ``index`` (in the main process: a worker's copy reading the cache has none)."""
         return self._names[index].decode()
 
     @property
@@ -168,20 +169,19 @@ class DCASEDataModule(L.LightningDataModule):
     @property
     def splits(self) -> SplitRecords:
         """The records of every stage; validation follows ``val_split``."""
-        return SplitRecords(**{name: self.records(name) for name in STAGE_SPLITS[None]})
+        return SplitRecords(**self._records(STAGE_SPLITS[None]))
 
-    def records(self, split: str) -> list[ClipRecord]:
-        """The records of one of ``train``, ``val``, ``test``, ``predict`` (built when asked, not kept: a stage
-        that validates never holds the 139,620 training records of TAU22)."""
+    def _records(self, splits: Sequence[str]) -> dict[str, list[ClipRecord]]:
+        """The records of ``splits`` (of train, val, test, predict), built when asked and not kept: a stage that
+        validates never holds the 139,620 training records of TAU22. A holdout split is drawn once for both."""
         if not self.index.labelled:  # the challenge's evaluation set: predict only
-            return self.index.records("test") if split == "predict" else []
+            return {name: self.index.records("test") if name == "predict" else [] for name in splits}
         hp = self.hparams
-        if split in ("test", "predict"):
-            return self.index.records(hp.test_split if split == "test" else "test")
-        if hp.val_split == "holdout":
-            train, val = split_holdout(self.index.records("train"), hp.holdout_fraction, hp.seed)
-            return train if split == "train" else val
-        return self.index.records("train" if split == "train" else "evaluate")
+        drawn: dict[str, list[ClipRecord]] = {}
+        if hp.val_split == "holdout" and {"train", "val"} & set(splits):
+            drawn["train"], drawn["val"] = split_holdout(self.index.records("train"), hp.holdout_fraction, hp.seed)
+        folds = {"train": "train", "val": "evaluate", "test": hp.test_split, "predict": "test"}
+        return {name: drawn[name] if name in drawn else self.index.records(folds[name]) for name in splits}
 
     def listed_files(self) -> list[str]:
         """Every clip of the fold files, sorted: what the cache holds and what must exist on disk."""
@@ -222,8 +222,8 @@ class DCASEDataModule(L.LightningDataModule):
         cache = self.feature_cache
         if cache is not None and not cache.is_complete():
             self.prepare_data()
-        for name in missing:
-            self.datasets[name] = ClipDataset(self.records(name), self.root, self.features, cache)
+        for name, records in self._records(missing).items():
+            self.datasets[name] = ClipDataset(records, self.root, self.features, cache)
 
     def _loader(self, name: str, shuffle: bool = False) -> DataLoader:
         self._build([name])
