@@ -2,7 +2,7 @@
 
     python -m benchmarks.ablation --out build/ablation [--presets hard,cross] [--seeds 0 1 2 3 4]
         [--variants report,freq_mixstyle,device_irs,distillation,all,ensemble,long,ensemble_long,long_peer_recipe,
-                    peer,peer_report_features,peer_tandem_optimiser,peer_tandem_network]
+                    ensemble_peer_recipe,peer,peer_report_features,peer_tandem_optimiser,peer_tandem_network]
         [--protocol report,holdout] [--peer-epochs N] [--table-only] [--results docs/results.md]
         [-- --trainer.max_epochs=... (any argument for every stage)]
 
@@ -21,7 +21,8 @@ tandem's network instead of CP-Mobile (``peer_tandem_network``); each layer's pe
 length is worth; ``ensemble_long`` the same for ``ensemble`` (a student taught for longer); ``long_peer_recipe``
 ``long`` with its tandem trained by the peer's recipe (configs/layers/peer_recipe: AdamW at batch 256, a cosine
 schedule, the peer's augmentations, which pruning and QAT then train with too) on the report's front end, and pruning
-fine-tuned 5 epochs instead of 2 (configs/layers/long_pruning).
+fine-tuned 5 epochs instead of 2 (configs/layers/long_pruning); ``ensemble_peer_recipe`` that with the teacher stage,
+trained by the same recipe (configs/layers/peer_recipe/teacher.yaml).
 
 Per preset, variant and model: the test accuracy overall and per device group (real a-c, seen simulated s1-s3,
 unseen s4-s6) as mean ± std over the seeds, every seed's figure, the tandem's accuracy on its own training split
@@ -65,6 +66,8 @@ LAYERS = {
     "long": ["freq_mixstyle", "device_irs", "distillation", "long_tandem"],
     "ensemble_long": ["freq_mixstyle", "device_irs", "distillation", "ensemble", "long_tandem"],
     "long_peer_recipe": ["freq_mixstyle", "device_irs", "distillation", "long_tandem", "peer_recipe", "long_pruning"],
+    "ensemble_peer_recipe": ["freq_mixstyle", "device_irs", "distillation", "long_tandem", "peer_recipe",
+                             "long_pruning", "ensemble"],
 }
 PEER = "peer"
 #: The peer's rows: its recipe (configs/peer.yaml), and one row per factor of the gap between it and the tandem,

@@ -84,6 +84,14 @@ def test_shipped_layers_parse_with_every_stage(recipe: str, tmp_path: Path, caps
                 "roll", "freq_mask", "mixup_alpha", *more}
         assert printed_config(capsys, stage_configs(folder, "feature_selection", recipe)) == printed_config(
             capsys, stage_configs(folder, "feature_selection", layers))
+        # with a teacher stage (`ensemble_peer_recipe`), the teacher trains by the tandem's recipe on its own schedule
+        teacher = printed_config(capsys, stage_configs(folder, "teacher", [*recipe, *ensemble]))
+        plain = printed_config(capsys, stage_configs(folder, "teacher", [*layers, *ensemble]))
+        assert {key.removeprefix("model.init_args.") for key in changed(plain, teacher)} == {
+            "optimizer", "lr", "weight_decay", "schedule.warmup_epochs", "schedule.final_lr", "schedule.shape", "roll",
+            "freq_mask", "mixup_alpha", "data.batch_size"}
+        assert {key: teacher["model"]["init_args"][key] for key in ("optimizer", "lr", "roll")} == {
+            key: peer["model"]["init_args"][key] for key in ("optimizer", "lr", "roll")}
         pruning = printed_config(capsys, stage_configs(folder, "pruning", [*recipe, LAYERS / "long_pruning"]))
         assert pruning["trainer"]["max_epochs"] == 2 * printed_config(
             capsys, stage_configs(folder, "pruning", layers))["trainer"]["max_epochs"]
