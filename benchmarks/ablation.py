@@ -21,7 +21,7 @@ tandem's network instead of CP-Mobile (``peer_tandem_network``); each layer's pe
 length is worth; ``ensemble_long`` the same for ``ensemble`` (a student taught for longer); ``long_peer_recipe``
 ``long`` with its tandem trained by the peer's recipe (configs/layers/peer_recipe: AdamW at batch 256, a cosine
 schedule, the peer's augmentations, which pruning and QAT then train with too) on the report's front end, and pruning
-fine-tuned 5 epochs instead of 2 (configs/layers/long_pruning); ``ensemble_peer_recipe`` that with the teacher stage,
+fine-tuned 9 epochs instead of 2 (configs/layers/long_pruning); ``ensemble_peer_recipe`` that with the teacher stage,
 trained by the same recipe (configs/layers/peer_recipe/teacher.yaml).
 
 Per preset, variant and model: the test accuracy overall and per device group (real a-c, seen simulated s1-s3,

@@ -76,7 +76,7 @@ def test_shipped_layers_parse_with_every_stage(recipe: str, tmp_path: Path, caps
         assert {key.removeprefix("model.init_args.") for key in changed(long, peer)} == {
             "optimizer", "lr", "weight_decay", "schedule.warmup_epochs", "schedule.final_lr", "schedule.shape", "roll",
             "freq_mask", "mixup_alpha", "data.batch_size"}
-        # pruning and QAT train with the tandem's augmentations, pruning twice as long (`long_pruning`)
+        # pruning and QAT train with the tandem's augmentations, pruning longer (`long_pruning`)
         for stage, more in (("pruning", ["trainer.max_epochs"]), ("qat", [])):
             before = printed_config(capsys, stage_configs(folder, stage, layers))
             after = printed_config(capsys, stage_configs(folder, stage, [*recipe, LAYERS / "long_pruning"]))
@@ -93,8 +93,11 @@ def test_shipped_layers_parse_with_every_stage(recipe: str, tmp_path: Path, caps
         assert {key: teacher["model"]["init_args"][key] for key in ("optimizer", "lr", "roll")} == {
             key: peer["model"]["init_args"][key] for key in ("optimizer", "lr", "roll")}
         pruning = printed_config(capsys, stage_configs(folder, "pruning", [*recipe, LAYERS / "long_pruning"]))
-        assert pruning["trainer"]["max_epochs"] == 2 * printed_config(
-            capsys, stage_configs(folder, "pruning", layers))["trainer"]["max_epochs"]
+        built_in = printed_config(capsys, stage_configs(folder, "pruning", layers))
+        admm_epochs = built_in["model"]["init_args"]["admm"]["update_epochs"]
+        assert pruning["model"]["init_args"]["admm"] == built_in["model"]["init_args"]["admm"]  # the same ADMM phase
+        fine_tuning = [config["trainer"]["max_epochs"] - admm_epochs for config in (built_in, pruning)]
+        assert fine_tuning == [2, 9]
 
 
 def test_the_built_in_recipe_holds_only_what_differs_from_the_reports(capsys: pytest.CaptureFixture) -> None:
