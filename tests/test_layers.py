@@ -90,8 +90,10 @@ def test_shipped_layers_parse_with_every_stage(recipe: str, tmp_path: Path, caps
         assert {key.removeprefix("model.init_args.") for key in changed(plain, teacher)} == {
             "optimizer", "lr", "weight_decay", "schedule.warmup_epochs", "schedule.final_lr", "schedule.shape", "roll",
             "freq_mask", "mixup_alpha", "data.batch_size"}
-        assert {key: teacher["model"]["init_args"][key] for key in ("optimizer", "lr", "roll")} == {
-            key: peer["model"]["init_args"][key] for key in ("optimizer", "lr", "roll")}
+        recipe_keys = ("optimizer", "lr", "weight_decay", "schedule", "roll", "freq_mask", "mixup_alpha")
+        assert [teacher["model"]["init_args"][key] for key in recipe_keys] == [  # teacher.yaml repeats tandem.yaml's
+            peer["model"]["init_args"][key] for key in recipe_keys]
+        assert teacher["data"]["batch_size"] == peer["data"]["batch_size"]
         pruning = printed_config(capsys, stage_configs(folder, "pruning", [*recipe, LAYERS / "long_pruning"]))
         built_in = printed_config(capsys, stage_configs(folder, "pruning", layers))
         admm_epochs = built_in["model"]["init_args"]["admm"]["update_epochs"]
