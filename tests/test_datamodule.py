@@ -45,6 +45,7 @@ def test_holdout_validation_uses_training_locations(mini_root: Path) -> None:
     splits = data.splits
     assert not {r.identifier for r in splits.train} & {r.identifier for r in splits.val}
     assert {r.filename for r in splits.val} <= set(data.index.filenames("train"))
+    assert data.records("train") == splits.train  # one split alone (a logits teacher's rows) is the same draw
 
 
 def test_recoverable_audio_gives_one_summary_warning(mini_root: Path) -> None:

@@ -171,6 +171,10 @@ class DCASEDataModule(L.LightningDataModule):
         """The records of every stage; validation follows ``val_split``."""
         return SplitRecords(**self._records(STAGE_SPLITS[None]))
 
+    def records(self, split: str) -> list[ClipRecord]:
+        """The records of one split (train, val, test or predict), without building the others."""
+        return self._records([split])[split]
+
     def _records(self, splits: Sequence[str]) -> dict[str, list[ClipRecord]]:
         """The records of ``splits`` (of train, val, test, predict), built when asked and not kept: a stage that
         validates never holds the 139,620 training records of TAU22. A holdout split is drawn once for both."""

@@ -135,7 +135,7 @@ def build_teacher(sources: Sequence[str], stage: Any) -> Teacher:
     if files:
         if len(sources) > 1:
             raise AscError("model.teacher: a logits file is a teacher of its own (no other entries with it)")
-        records = stage.trainer.datamodule.splits.train
+        records = stage.trainer.datamodule.records("train")
         return Teacher.from_file(Path(files[0]), [record.filename for record in records])
     networks = []
     for source in sources:
