@@ -2,7 +2,8 @@
 
     python -m benchmarks.ablation --out build/ablation [--presets hard,cross] [--seeds 0 1 2 3 4]
         [--variants report,freq_mixstyle,device_irs,distillation,all,ensemble,long,ensemble_long,long_peer_recipe,
-                    ensemble_peer_recipe,peer,peer_report_features,peer_tandem_optimiser,peer_tandem_network]
+                    ensemble_peer_recipe,long_peer_recipe_sgd,longer_peer_recipe,peer,peer_report_features,peer_tandem_optimiser,
+                    peer_tandem_network]
         [--protocol report,holdout] [--peer-epochs N] [--table-only] [--results docs/results.md]
         [-- --trainer.max_epochs=... (any argument for every stage)]
 
@@ -22,7 +23,10 @@ length is worth; ``ensemble_long`` the same for ``ensemble`` (a student taught f
 ``long`` with its tandem trained by the peer's recipe (configs/layers/peer_recipe: AdamW at batch 256, a cosine
 schedule, the peer's augmentations, which pruning and QAT then train with too) on the report's front end, and pruning
 fine-tuned 9 epochs instead of 2 (configs/layers/long_pruning); ``ensemble_peer_recipe`` that with the teacher stage,
-trained by the same recipe (configs/layers/peer_recipe/teacher.yaml).
+trained by the same recipe (configs/layers/peer_recipe/teacher.yaml); ``long_peer_recipe_sgd`` ``long_peer_recipe``
+with its tandem trained by the built-in tandem's SGD at batch 32 instead of AdamW at 256, the peer's schedule and
+augmentations kept (configs/layers/tandem_optimiser/tandem.yaml); ``longer_peer_recipe`` ``long_peer_recipe`` with its
+tandem trained 24 epochs instead of 12 (configs/layers/longer_tandem).
 
 Per preset, variant and model: the test accuracy overall and per device group (real a-c, seen simulated s1-s3,
 unseen s4-s6) as mean ± std over the seeds, every seed's figure, the tandem's accuracy on its own training split
@@ -68,6 +72,10 @@ LAYERS = {
     "long_peer_recipe": ["freq_mixstyle", "device_irs", "distillation", "long_tandem", "peer_recipe", "long_pruning"],
     "ensemble_peer_recipe": ["freq_mixstyle", "device_irs", "distillation", "long_tandem", "peer_recipe",
                              "long_pruning", "ensemble"],
+    "long_peer_recipe_sgd": ["freq_mixstyle", "device_irs", "distillation", "long_tandem", "peer_recipe",
+                             "long_pruning", "tandem_optimiser"],
+    "longer_peer_recipe": ["freq_mixstyle", "device_irs", "distillation", "long_tandem", "peer_recipe",
+                           "long_pruning", "longer_tandem"],
 }
 PEER = "peer"
 #: The peer's rows: its recipe (configs/peer.yaml), and one row per factor of the gap between it and the tandem,

@@ -143,6 +143,8 @@ def test_every_variants_layers_are_shipped_and_the_long_rows_add_only_what_they_
     assert ablation.LAYERS["ensemble_long"] == [*ablation.LAYERS["ensemble"], "long_tandem"]
     assert ablation.LAYERS["long_peer_recipe"] == [*ablation.LAYERS["long"], "peer_recipe", "long_pruning"]
     assert ablation.LAYERS["ensemble_peer_recipe"] == [*ablation.LAYERS["long_peer_recipe"], "ensemble"]
+    assert ablation.LAYERS["long_peer_recipe_sgd"] == [*ablation.LAYERS["long_peer_recipe"], "tandem_optimiser"]
+    assert ablation.LAYERS["longer_peer_recipe"] == [*ablation.LAYERS["long_peer_recipe"], "longer_tandem"]
     assert ablation.stages_of(Path(), "ensemble_long")["teacher"] == "Teacher"
 
 

@@ -76,6 +76,14 @@ def test_shipped_layers_parse_with_every_stage(recipe: str, tmp_path: Path, caps
         assert {key.removeprefix("model.init_args.") for key in changed(long, peer)} == {
             "optimizer", "lr", "weight_decay", "schedule.warmup_epochs", "schedule.final_lr", "schedule.shape", "roll",
             "freq_mask", "mixup_alpha", "data.batch_size"}
+        # `long_peer_recipe_sgd`: the peer's schedule and augmentations, the built-in tandem's optimiser and batch
+        sgd = printed_config(capsys, stage_configs(folder, "tandem", [*recipe, LAYERS / "tandem_optimiser"]))
+        assert {key.removeprefix("model.init_args.") for key in changed(long, sgd)} == {
+            "schedule.warmup_epochs", "schedule.final_lr", "schedule.shape", "roll", "freq_mask", "mixup_alpha"}
+        # `longer_peer_recipe`: twice `long_peer_recipe`'s tandem epochs, nothing else
+        longer = printed_config(capsys, stage_configs(folder, "tandem", [*recipe, LAYERS / "longer_tandem"]))
+        assert changed(peer, longer) == {"trainer.max_epochs"}
+        assert longer["trainer"]["max_epochs"] == 2 * long["trainer"]["max_epochs"]
         # pruning and QAT train with the tandem's augmentations, pruning longer (`long_pruning`)
         for stage, more in (("pruning", ["trainer.max_epochs"]), ("qat", [])):
             before = printed_config(capsys, stage_configs(folder, stage, layers))
