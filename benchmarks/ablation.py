@@ -53,6 +53,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from asc.errors import AscError
 from benchmarks.report import cpu_model, write_section
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -108,16 +109,20 @@ def main(argv: list[str] | None = None) -> int:
               f"{', '.join(PRESETS)}; {', '.join(PROTOCOLS)})", file=sys.stderr)
         return 2
     results: dict[str, dict[str, list[dict]]] = {}
-    for preset in presets:
-        root = args.out / preset / "data"
-        if not args.table_only and not (root / "meta.csv").is_file():
-            asc(["synth", str(root), "--size", preset])
-        for protocol in protocols:
-            for variant in variants:
-                for seed in args.seeds:
-                    run = one_run(preset, variant, seed, root, args, extra, protocol)
-                    if run is not None:
-                        results.setdefault(preset, {}).setdefault(label(variant, protocol), []).append(run)
+    try:
+        for preset in presets:
+            root = args.out / preset / "data"
+            if not args.table_only and not (root / "meta.csv").is_file():
+                asc(["synth", str(root), "--size", preset])
+            for protocol in protocols:
+                for variant in variants:
+                    for seed in args.seeds:
+                        run = one_run(preset, variant, seed, root, args, extra, protocol)
+                        if run is not None:
+                            results.setdefault(preset, {}).setdefault(label(variant, protocol), []).append(run)
+    except AscError as error:
+        print(error, file=sys.stderr)
+        return 2
     report = {"protocols": protocols, "presets": presets, "seeds": args.seeds, "extra": extra, "results": results}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"ablation-{'+'.join(protocols)}.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -154,6 +159,7 @@ def one_run(preset: str, variant: str, seed: int, root: Path, args: argparse.Nam
     """The figures of one preset, variant, seed and protocol: run (finished stages reused), or with
     ``--table-only`` read."""
     out = run_folder(args.out, preset, protocol, variant, seed)
+    _check_peer_epochs(out, variant, args.peer_epochs)
     if args.table_only and not finished(out, variant):
         print(f"{out}: not finished, left out of the table", file=sys.stderr)
         return None
@@ -166,6 +172,15 @@ def one_run(preset: str, variant: str, seed: int, root: Path, args: argparse.Nam
             run_variant(variant, seed, root, out, protocol, extra)
         (out / "seconds.json").write_text(json.dumps({"seconds": round(time.perf_counter() - started, 1)}))
     return {**read_run(out, variant), "seed": seed, "seconds": seconds_of(out)}
+
+
+def _check_peer_epochs(out: Path, variant: str, epochs: int | None) -> None:
+    """A finished peer run is reused only for the epoch count asked: its folder does not name the count, and a run
+    of another would enter the table as this one's."""
+    trained = epochs_of(out) if variant in PEERS and epochs is not None and finished(out, variant) else None
+    if trained is not None and trained != epochs:
+        raise AscError(f"{out}: this peer run trained {trained} epochs and --peer-epochs asks for {epochs}; "
+                       "give another --out, or remove the folder to train it again")
 
 
 def run_variant(variant: str, seed: int, root: Path, out: Path, protocol: str, extra: list[str]) -> None:
@@ -253,7 +268,8 @@ def parser() -> argparse.ArgumentParser:
                         "choice sees the test split)")
     p.add_argument("--peer-epochs", type=int, default=None,
                    help="train the peer this many epochs (default: as many as fit the report pipeline's median "
-                        "time on the preset, measured by a one-epoch probe, so it depends on the machine's load)")
+                        "time on the preset, measured by a one-epoch probe, so it depends on the machine's load); a "
+                        "finished peer run of another count in --out is refused, not reused")
     p.add_argument("--table-only", action="store_true",
                    help="run nothing: tabulate the finished runs of these variants and seeds, name the others")
     p.add_argument("--results", type=Path, default=None, help="also write the results page (docs/results.md)")

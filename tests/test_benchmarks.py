@@ -132,6 +132,14 @@ def test_a_fixed_epoch_count_trains_the_peer_without_a_probe_and_the_table_lists
     assert "| hard | peer_tandem_network | Tandem | 40.00 ± 0.00 |" in table
     assert ablation.main(["--out", str(tmp_path), "--variants", "peer", "--peer-epochs", "0"]) == 2
     assert capsys.readouterr().err.strip() == "--peer-epochs: 0 is not a positive number of epochs"
+    # a finished run of another count is not reused or tabulated as this one's
+    for only in ([], ["--table-only"]):
+        assert ablation.main(["--out", str(tmp_path), "--seeds", "0", "--presets", "hard", "--variants", "peer",
+                              "--peer-epochs", "63", *only]) == 2
+        assert capsys.readouterr().err.strip() == (f"{tmp_path / 'hard' / 'report' / 'peer' / 'seed0'}: this peer "
+                                                   "run trained 7 epochs and --peer-epochs asks for 63; give another "
+                                                   "--out, or remove the folder to train it again")
+    assert len(fits) == 4
 
 
 def test_every_variants_layers_are_shipped_and_the_long_rows_add_only_what_they_name() -> None:
