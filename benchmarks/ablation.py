@@ -2,8 +2,8 @@
 
     python -m benchmarks.ablation --out build/ablation [--presets hard,cross] [--seeds 0 1 2 3 4]
         [--variants report,freq_mixstyle,device_irs,distillation,all,ensemble,long,ensemble_long,long_peer_recipe,
-                    ensemble_peer_recipe,long_peer_recipe_sgd,longer_peer_recipe,peer,peer_report_features,peer_tandem_optimiser,
-                    peer_tandem_network]
+                    ensemble_peer_recipe,long_peer_recipe_sgd,longer_peer_recipe,peer,peer_report_features,
+                    peer_tandem_optimiser,peer_tandem_network]
         [--protocol report,holdout] [--peer-epochs N] [--table-only] [--results docs/results.md]
         [-- --trainer.max_epochs=... (any argument for every stage)]
 
