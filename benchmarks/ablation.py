@@ -61,6 +61,8 @@ CONFIGS = REPOSITORY / "configs" / "builtin"
 LAYER_FOLDER = REPOSITORY / "configs" / "layers"
 PEER_CONFIG = REPOSITORY / "configs" / "peer.yaml"
 PRESETS = ("hard", "cross")
+#: ``long_peer_recipe``'s layers, which the rows after it extend by one.
+PEER_RECIPE = ["freq_mixstyle", "device_irs", "distillation", "long_tandem", "peer_recipe", "long_pruning"]
 LAYERS = {
     "report": [],
     "freq_mixstyle": ["freq_mixstyle"],
@@ -70,13 +72,10 @@ LAYERS = {
     "ensemble": ["freq_mixstyle", "device_irs", "distillation", "ensemble"],
     "long": ["freq_mixstyle", "device_irs", "distillation", "long_tandem"],
     "ensemble_long": ["freq_mixstyle", "device_irs", "distillation", "ensemble", "long_tandem"],
-    "long_peer_recipe": ["freq_mixstyle", "device_irs", "distillation", "long_tandem", "peer_recipe", "long_pruning"],
-    "ensemble_peer_recipe": ["freq_mixstyle", "device_irs", "distillation", "long_tandem", "peer_recipe",
-                             "long_pruning", "ensemble"],
-    "long_peer_recipe_sgd": ["freq_mixstyle", "device_irs", "distillation", "long_tandem", "peer_recipe",
-                             "long_pruning", "tandem_optimiser"],
-    "longer_peer_recipe": ["freq_mixstyle", "device_irs", "distillation", "long_tandem", "peer_recipe",
-                           "long_pruning", "longer_tandem"],
+    "long_peer_recipe": PEER_RECIPE,
+    "ensemble_peer_recipe": [*PEER_RECIPE, "ensemble"],
+    "long_peer_recipe_sgd": [*PEER_RECIPE, "tandem_optimiser"],
+    "longer_peer_recipe": [*PEER_RECIPE, "longer_tandem"],
 }
 PEER = "peer"
 #: The peer's rows: its recipe (configs/peer.yaml), and one row per factor of the gap between it and the tandem,
